@@ -1,0 +1,3 @@
+"""gcl-hf: Generalized Contrastive Learning for universal multimodal retrieval."""
+
+__version__ = "0.1.0"
