@@ -1,0 +1,27 @@
+"""Shared test set-up: no Hub, tiny deterministic models, small threads."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_processor():
+    from gcl_hf.testing import tiny_processor as make
+
+    return make()
+
+
+@pytest.fixture
+def tiny_clip():
+    from gcl_hf.testing import tiny_clip as make
+
+    return make()
