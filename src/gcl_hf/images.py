@@ -1,0 +1,176 @@
+"""Turn any image reference a dataset may hold into an RGB ``PIL.Image``.
+
+Training and evaluation data keep images lazy (file paths, encoded bytes, or the
+``datasets.Image(decode=False)`` dicts ``{"bytes": ..., "path": ...}``) so that decoding
+happens in dataloader workers. :func:`open_image` is the one place that decodes them, and
+:class:`ImageLoadError` is the one error a bad image raises: it names the row, the column and
+the file, so a corrupt file among millions is found at once.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["ImageLoadError", "open_image", "resolve_image_path"]
+
+
+class ImageLoadError(ValueError):
+    """An image could not be read or decoded.
+
+    ``row`` (a record index, or a string locating the record such as ``"x.json: record 3"``),
+    ``column`` and ``path`` are kept as attributes and named in the message, e.g.
+    ``cannot load image (row 3, column 'image', path '/d/x.png'): file not found``.
+    """
+
+    def __init__(self, reason: str, *, row: Any = None, column: str | None = None, path: str | None = None):
+        self.reason = reason
+        self.row = row
+        self.column = column
+        self.path = path
+        where = []
+        if row is not None:  # an index reads "row 3"; a string is a ready-made location ("x.json: record 3")
+            where.append(row if isinstance(row, str) else f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        if path is not None:
+            where.append(f"path {path!r}")
+        suffix = f" ({', '.join(where)})" if where else ""
+        super().__init__(f"cannot load image{suffix}: {reason}")
+
+    def __reduce__(self):  # keep attributes across process boundaries (dataloader workers)
+        return (_rebuild_error, (self.reason, self.row, self.column, self.path))
+
+
+def _rebuild_error(reason: str, row: Any, column: str | None, path: str | None) -> ImageLoadError:
+    return ImageLoadError(reason, row=row, column=column, path=path)
+
+
+def resolve_image_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """``path`` joined to ``root`` when it is relative (``~`` expanded); unchanged otherwise."""
+    path = os.path.expanduser(os.fspath(path))
+    if root is not None and not os.path.isabs(path):
+        return os.path.join(os.fspath(root), path)
+    return path
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite on white rather than dropping alpha, whose hidden pixels are often black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    """HWC / HW / CHW arrays, uint8 or float (``[0, 1]`` or ``[0, 255]``), 1, 3 or 4 channels."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # CHW -> HWC
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(f"array of shape {tuple(array.shape)} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if array.size == 0:
+        raise ValueError(f"array of shape {tuple(array.shape)} is empty")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("float image array contains NaN or inf")
+        low, high = float(array.min()), float(array.max())
+        if low >= 0.0 and high <= 1.0:
+            array = array * 255.0
+        elif low < 0.0 or high > 255.0:
+            raise ValueError(f"float image values span [{low:g}, {high:g}]; expected [0, 1] or [0, 255]")
+        array = np.round(array).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
+        if array.min() < 0 or array.max() > 255:
+            raise ValueError(f"integer image values outside [0, 255] (dtype {array.dtype})")
+        array = array.astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ValueError(f"unsupported image array dtype {array.dtype}")
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+
+
+def _decode(data: bytes | str) -> Image.Image:
+    image = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data)
+    try:
+        image.load()  # force the full decode now: truncated files fail here, not in the processor
+        rgb = _to_rgb(image)
+        if rgb is image:
+            if getattr(image, "fp", None) is None:
+                return image  # single-frame file: load() already closed it
+            rgb = image.copy()  # multi-frame files keep their file open; detach the pixels
+    except BaseException:
+        image.close()
+        raise
+    image.close()
+    return rgb
+
+
+def open_image(
+    source: Any,
+    *,
+    row: Any = None,
+    path: str | None = None,
+    column: str | None = None,
+    root: str | os.PathLike | None = None,
+) -> Image.Image:
+    """Decode ``source`` into an RGB ``PIL.Image``.
+
+    ``source`` may be a ``PIL.Image``, a numpy array (or anything ``np.asarray`` accepts,
+    e.g. a torch tensor), encoded bytes, a ``datasets.Image`` dict ``{"bytes", "path"}`` or a
+    file path (relative paths resolve against ``root``). ``row``, ``column`` and ``path``
+    only label the :class:`ImageLoadError` raised for a missing, corrupt or unsupported image
+    (``path`` defaults to the file being read).
+    """
+    label_path = path
+    try:
+        if isinstance(source, Image.Image):
+            if source.mode != "RGB":
+                source.load()
+            return _to_rgb(source)
+        if isinstance(source, dict):
+            data, file = source.get("bytes"), source.get("path")
+            if label_path is None and file:
+                label_path = str(file)
+            if data is not None:
+                return _decode(data)
+            if not file:
+                raise ValueError("image dict has neither 'bytes' nor 'path'")
+            source = file
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ValueError("empty image bytes")
+            return _decode(source)
+        if isinstance(source, (str, os.PathLike)):
+            if not os.fspath(source):
+                raise ValueError("empty image path")
+            file = resolve_image_path(source, root)
+            if label_path is None:
+                label_path = file
+            if not os.path.exists(file):
+                raise FileNotFoundError("file not found")
+            if os.path.isdir(file):
+                raise IsADirectoryError("is a directory")
+            return _decode(file)
+        if source is None:
+            raise ValueError("image is missing (None)")
+        if isinstance(source, np.ndarray) or hasattr(source, "__array__"):
+            return _from_array(np.asarray(source))
+        raise TypeError(f"unsupported image type {type(source).__name__}")
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError("not a readable image (corrupt file or unknown format)", row=row, column=column,
+                             path=label_path) from None
+    except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ImageLoadError(reason, row=row, column=column, path=label_path) from exc
