@@ -3,6 +3,7 @@
 from transformers import AutoConfig, AutoModel
 
 from .configuration_gcl import GCLConfig
+from .loss import ALL_PAIRS, CLIP_PAIRS, gcl_loss, parse_pairs
 from .modeling_gcl import GCLModel, GCLOutput
 
 __version__ = "0.1.0"
@@ -10,4 +11,13 @@ __version__ = "0.1.0"
 AutoConfig.register(GCLConfig.model_type, GCLConfig, exist_ok=True)
 AutoModel.register(GCLConfig, GCLModel, exist_ok=True)
 
-__all__ = ["GCLConfig", "GCLModel", "GCLOutput", "__version__"]
+__all__ = [
+    "ALL_PAIRS",
+    "CLIP_PAIRS",
+    "GCLConfig",
+    "GCLModel",
+    "GCLOutput",
+    "gcl_loss",
+    "parse_pairs",
+    "__version__",
+]
