@@ -308,6 +308,36 @@ class GCLModel(GCLPreTrainedModel):
         kwargs.pop("safe_serialization", None)
         self.merged_backbone().save_pretrained(save_directory, **kwargs)
 
+    # ------------------------------------------------------------------ Hub
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        form: str = "full",
+        processor: Any | None = None,
+        eval_results: Any | None = None,
+        training_info: Any | None = None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "50GB",
+        tags: list[str] | None = None,
+        **card_kwargs: Any,
+    ) -> str:
+        """Publish with a GCL model card: ``form`` is ``"full"``, ``"adapter"`` (LoRA only) or ``"backbone"``
+        (the merged plain checkpoint). See :func:`gcl_hf.hub.publish`."""
+        from .hub import publish
+
+        return publish(
+            self, repo_id, form=form, processor=processor, eval_results=eval_results,
+            training_info=training_info, commit_message=commit_message,
+            commit_description=commit_description, private=private, token=token, revision=revision,
+            create_pr=create_pr, max_shard_size=max_shard_size, tags=tags, **card_kwargs,
+        )
+
     def get_input_embeddings(self) -> nn.Module:
         backbone = self._unwrapped_backbone()
         text_model = getattr(backbone, "text_model", backbone)
