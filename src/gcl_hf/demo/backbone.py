@@ -1,0 +1,106 @@
+"""The demo's tiny CLIP-like backbone, its word-level tokenizer and its processor.
+
+The tokenizer's vocabulary is every word a scene caption can contain (:func:`caption_vocabulary`),
+so captions never hit ``<|unk|>`` and sequences stay short. The backbone is a plain
+``transformers.CLIPModel`` from a small config: it trains at batch 128 on two CPU cores in a
+fraction of a second per step, and any code that handles CLIP handles it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
+
+from ..testing import tiny_image_processor
+from .scenes import caption_vocabulary, max_caption_words
+
+PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
+
+
+def demo_max_length(max_objects: int = 3) -> int:
+    """Token budget that fits every caption of ≤ ``max_objects`` objects (+ BOS/EOS)."""
+    return max_caption_words(max_objects) + 2
+
+
+@dataclass
+class DemoBackboneConfig:
+    """Size of the demo backbone (both towers share width and depth)."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    projection_dim: int = 64
+    image_size: int = 48
+    patch_size: int = 8
+    max_length: int = demo_max_length()
+
+
+def build_demo_tokenizer(vocabulary: Sequence[str] | None = None, max_length: int | None = None) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer (``Whitespace`` pre-tokenizer, ``<|startoftext|> … <|endoftext|>``
+    template) over ``vocabulary`` (default: :func:`caption_vocabulary`). Ids: pad 0, unk 1,
+    bos 2, eos 3, then the words — EOS is deliberately not 2 (CLIP's legacy argmax pooling)."""
+    words = list(caption_vocabulary() if vocabulary is None else vocabulary)
+    vocab = {PAD: 0, UNK: 1, BOS: 2, EOS: 3}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+        model_max_length=max_length or demo_max_length(),
+    )
+
+
+def build_demo_processor(tokenizer: PreTrainedTokenizerFast | None = None, image_size: int = 48) -> CLIPProcessor:
+    """A ``CLIPProcessor``: CLIP image preprocessing at ``image_size`` px + the demo tokenizer."""
+    return CLIPProcessor(image_processor=tiny_image_processor(image_size), tokenizer=tokenizer or build_demo_tokenizer())
+
+
+def demo_clip_config(tokenizer: PreTrainedTokenizerFast, config: DemoBackboneConfig | None = None) -> CLIPConfig:
+    """The ``CLIPConfig`` of the demo backbone, with the tokenizer's vocabulary and special ids."""
+    c = config or DemoBackboneConfig()
+    common = dict(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                  num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads)
+    text = dict(common, vocab_size=len(tokenizer), max_position_embeddings=c.max_length,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(common, image_size=c.image_size, patch_size=c.patch_size)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=c.projection_dim)
+
+
+def build_demo_backbone(tokenizer: PreTrainedTokenizerFast | None = None, seed: int = 0,
+                        config: DemoBackboneConfig | None = None) -> CLIPModel:
+    """A randomly initialised demo ``CLIPModel`` (deterministic for ``seed``), in train mode."""
+    tokenizer = tokenizer or build_demo_tokenizer()
+    clip_config = demo_clip_config(tokenizer, config)
+    torch.manual_seed(seed)
+    return CLIPModel(clip_config)
+
+
+def pixel_values(images: Sequence, processor: CLIPProcessor) -> torch.Tensor:
+    """``processor(images=images).pixel_values`` for the demo's images, vectorised.
+
+    Scene images already have the processor's crop size, so resizing and cropping are no-ops and
+    preprocessing is just rescale + normalise: done here on one stacked array (tens of times
+    faster than the per-image PIL path). Images of another size or mode go through the processor.
+    """
+    ip = processor.image_processor
+    crop = (ip.crop_size["height"], ip.crop_size["width"])
+    if not images or any(getattr(im, "mode", None) != "RGB" or im.size[::-1] != crop for im in images):
+        return processor(images=list(images), return_tensors="pt")["pixel_values"]
+    stacked = torch.from_numpy(np.stack([np.asarray(im) for im in images]))  # [N, H, W, 3] uint8
+    scale = torch.full((3,), float(ip.rescale_factor) if ip.do_rescale else 1.0)
+    shift = torch.zeros(3)
+    if ip.do_normalize:
+        std = torch.tensor(ip.image_std, dtype=torch.float32)
+        scale, shift = scale / std, -torch.tensor(ip.image_mean, dtype=torch.float32) / std
+    return torch.addcmul(shift, stacked.float(), scale).permute(0, 3, 1, 2).contiguous()
