@@ -306,3 +306,17 @@ def test_errors_name_row_and_field(model, processor, image_root):
         evaluate_retrieval(model, processor, no_qrels, show_progress=False)
     with pytest.raises(ValueError, match="index must be"):
         evaluate_retrieval(model, processor, task, index="hnsw", show_progress=False)
+
+
+def test_errors_name_the_original_row_when_encoding_a_selection(model, processor, image_root):
+    """Shards encode ``rows=`` selections: messages must name the row of the whole dataset."""
+    task = _task(image_root)
+    bad = task.corpus.map(lambda r, i: {"image": "img/missing.png" if i == 3 else r["image"]}, with_indices=True)
+    with pytest.raises(EncodingError, match=r"row 3 \(id 'c3'\), field 'image'"):
+        encode_dataset(model, processor, bad, image_root=image_root, rows=[2, 3], show_progress=False)
+    bad = task.corpus.map(lambda r, i: {"modality": "video" if i == 2 else r["modality"]}, with_indices=True)
+    with pytest.raises(EncodingError, match=r"row 2 \(id 'c2'\), field 'modality'"):
+        encode_dataset(model, processor, bad, image_root=image_root, rows=[1, 2], show_progress=False)
+    bad = task.corpus.map(lambda r, i: {"text": None if i == 5 else r["text"]}, with_indices=True)
+    with pytest.raises(EncodingError, match=r"row 5 \(id 'c5'\), field 'text'"):
+        encode_dataset(model, processor, bad, image_root=image_root, rows=[4, 5], show_progress=False)

@@ -19,7 +19,7 @@ from huggingface_hub import ModelCard, hf_hub_download, metadata_load
 from peft import LoraConfig, PeftModel
 from transformers import AutoModel, AutoProcessor, CLIPModel, PreTrainedModel
 
-import gcl_hf
+import gcl_hf  # noqa: F401 - registers the Auto classes
 from gcl_hf import GCLModel
 from gcl_hf import hub as gcl_hub
 from gcl_hf.testing import tiny_clip, tiny_processor

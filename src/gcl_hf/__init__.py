@@ -28,6 +28,7 @@ _LAZY = {
     "load_image_text_pairs": "data",
     "evaluate_retrieval": "evaluation",
     "encode_dataset": "encoding",
+    "encode_corpus_distributed": "distributed_encoding",
     "exact_topk": "search",
     "modality_gap": "analysis",
     "RetrievalTask": "benchmarks",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .benchmarks import RetrievalTask, load_benchmark
     from .collator import GCLCollator
     from .data import load_image_text_pairs
+    from .distributed_encoding import encode_corpus_distributed
     from .encoding import encode_dataset
     from .evaluation import evaluate_retrieval
     from .search import exact_topk

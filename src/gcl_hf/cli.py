@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("gcl_hf.demo.run", "GCL vs CLIP loss on the embedded offline corpus: 3x3 Recall@k table"),
     "train": ("gcl_hf.cli_train", "fine-tune a CLIP-like checkpoint with GCL (HfArgumentParser flags)"),
     "eval": ("gcl_hf.cli_eval", "evaluate a model on M-BEIR, MMEB or CoVR and write JSON"),
+    "encode": ("gcl_hf.cli_encode", "embed a pool once into the resumable cache, sharded across processes"),
     "push": ("gcl_hf.hub", "publish a model (full, LoRA adapter or merged backbone) with a model card"),
 }
 

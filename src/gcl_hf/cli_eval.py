@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_common import load_processor, parse_options
+
 __all__ = ["average_metrics", "evaluate_benchmark", "main", "parse_args"]
 
 
@@ -45,14 +47,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["revision"] = args.data_revision
     if args.image_root:
         options["frames_root" if args.benchmark == "covr" else "image_root"] = args.image_root
-    for item in args.option:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"gcl-hf eval: --option {item!r}: expected KEY=JSON")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
+    options.update(parse_options(args.option, "gcl-hf eval"))
     return options
 
 
@@ -69,22 +64,6 @@ def evaluate_benchmark(model: Any, processor: Any, tasks: list[Any], **eval_kwar
     from .evaluation import evaluate_retrieval
 
     return {task.name: evaluate_retrieval(model, processor, task, k=task.k, **eval_kwargs) for task in tasks}
-
-
-def _load_processor(args: argparse.Namespace, model: Any) -> Any:
-    from transformers import AutoProcessor
-
-    candidates = [args.processor] if args.processor else [args.model]
-    base = getattr(model.config.backbone_config, "_name_or_path", None)
-    if base and not args.processor:
-        candidates.append(base)
-    errors = []
-    for name in candidates:
-        try:
-            return AutoProcessor.from_pretrained(name, revision=args.revision if name == args.model else None)
-        except Exception as exc:  # noqa: BLE001 - report every candidate tried
-            errors.append(f"{name}: {exc}")
-    raise SystemExit("gcl-hf eval: no processor found; pass --processor. Tried:\n  " + "\n  ".join(errors))
 
 
 def _print_table(benchmark: str, results: dict[str, dict[str, float]], average: dict[str, float]) -> None:
@@ -120,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if torch.cuda.is_available():
             model.to("cuda")
-    processor = _load_processor(args, model)
+    processor = load_processor(args.model, model, processor=args.processor, revision=args.revision,
+                               prog="gcl-hf eval")
     tasks = load_benchmark(args.benchmark, args.root, **options)
     results = evaluate_benchmark(model, processor, tasks, batch_size=args.batch_size, num_workers=args.num_workers,
                                  index=args.index, cache_dir=args.cache_dir)

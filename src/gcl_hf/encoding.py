@@ -32,8 +32,11 @@ class EncodingError(ValueError):
     """A dataset row cannot be encoded; the message names the row, its id and the field."""
 
 
-def modality_groups(dataset: datasets.Dataset) -> dict[str, np.ndarray]:
-    """Row indices of each modality present in ``dataset`` (``{"image": [...], ...}``), in order."""
+def modality_groups(dataset: datasets.Dataset, row_numbers: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Row indices of each modality present in ``dataset`` (``{"image": [...], ...}``), in order.
+
+    ``row_numbers`` maps ``dataset``'s rows to the rows of the dataset it was selected from, for messages.
+    """
     if "modality" not in dataset.column_names:
         raise EncodingError(f"dataset has no 'modality' column (columns: {dataset.column_names})")
     modality = np.asarray(dataset["modality"], dtype=object)
@@ -42,8 +45,9 @@ def modality_groups(dataset: datasets.Dataset) -> dict[str, np.ndarray]:
         ids = dataset["id"] if "id" in dataset.column_names else None
         i = bad[0]
         label = f" (id {ids[i]!r})" if ids is not None else ""
+        row = int(row_numbers[i]) if row_numbers is not None else i
         raise EncodingError(
-            f"row {i}{label}, field 'modality': unknown modality {modality[i]!r}; expected one of {_MODALITIES}"
+            f"row {row}{label}, field 'modality': unknown modality {modality[i]!r}; expected one of {_MODALITIES}"
             + (f" ({len(bad)} rows affected)" if len(bad) > 1 else "")
         )
     return {m: np.nonzero(modality == m)[0] for m in _MODALITIES if (modality == m).any()}
@@ -53,7 +57,8 @@ class _Batches(Dataset):
     """Item ``b`` = batch ``b`` fully preprocessed: ``(modality, row indices, processor output)``."""
 
     def __init__(self, dataset: datasets.Dataset, batches: list[tuple[str, np.ndarray]], processor: Any,
-                 image_root: str | None, processor_kwargs: dict[str, Any]):
+                 image_root: str | None, processor_kwargs: dict[str, Any], row_numbers: np.ndarray):
+        self.row_numbers = row_numbers  # the original dataset's row of each local row, for messages
         self.columns = [c for c in ("id", "text", "image", "frames", "frame_weights") if c in dataset.column_names]
         self.dataset = dataset.select_columns(self.columns)
         self.batches = batches
@@ -65,8 +70,9 @@ class _Batches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, b: int) -> tuple[str, torch.Tensor, dict[str, torch.Tensor], Any]:
-        modality, rows = self.batches[b]
-        records = self.dataset[rows.tolist()]
+        modality, local_rows = self.batches[b]
+        records = self.dataset[local_rows.tolist()]
+        rows = self.row_numbers[local_rows]
         ids = records.get("id", rows.tolist())
         kwargs: dict[str, Any] = {"return_tensors": "pt"}
         pooling = None
@@ -105,7 +111,7 @@ class _Batches(Dataset):
                 pooling = (torch.tensor(segments), torch.tensor(seg_weights, dtype=torch.float32))
         kwargs.update(self.processor_kwargs)
         inputs = self.processor(**kwargs)
-        return modality, torch.as_tensor(rows), dict(inputs), pooling
+        return modality, torch.as_tensor(local_rows), dict(inputs), pooling
 
 
 def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -159,12 +165,12 @@ def encode_dataset(
     device, dtype = _model_device_dtype(model)
     all_rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
     subset = dataset if rows is None else dataset.select(all_rows)
-    groups = modality_groups(subset) if len(subset) else {}
+    groups = modality_groups(subset, all_rows) if len(subset) else {}
     batches = [
         (modality, idx[s:s + batch_size]) for modality, idx in groups.items() for s in range(0, len(idx), batch_size)
     ]
     loader = DataLoader(
-        _Batches(subset, batches, processor, image_root, dict(processor_kwargs or {})),
+        _Batches(subset, batches, processor, image_root, dict(processor_kwargs or {}), all_rows),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

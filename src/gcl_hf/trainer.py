@@ -19,7 +19,6 @@ concatenated batch (see `gcl_hf.loss`). With gradient accumulation the negatives
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
