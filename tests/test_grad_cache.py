@@ -13,7 +13,7 @@ from PIL import Image
 
 from gcl_hf import GCLModel
 from gcl_hf.collator import GCLCollator
-from gcl_hf.grad_cache import cached_gradient_step, model_loss, split_batch
+from gcl_hf.grad_cache import cached_gradient_step, split_batch
 from gcl_hf.testing import tiny_clip, tiny_processor, tiny_siglip
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
@@ -121,7 +121,7 @@ def test_dropout_masks_are_replayed(batch):
     outs = [model(**chunk) for chunk in split_batch(batch, 3)]
     after_reference = torch.rand(4)
     cat = {m: torch.cat([getattr(o, f"{m}_embeds") for o in outs]) for m in ("image", "text", "fused")}
-    loss, _ = model_loss(model, cat["image"], cat["text"], cat["fused"], model.logit_scale(), None)
+    loss, _ = model.loss_from_embeddings(cat["image"], cat["text"], cat["fused"], logit_scale=model.logit_scale())
     loss.backward()
     reference = _grads(model)
 

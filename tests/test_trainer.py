@@ -234,6 +234,37 @@ def test_lora_life_cycle_adapter_reload_merge_plain_backbone(tmp_path):
         torch.testing.assert_close(plain.logit_scale, trained.log_logit_scale_param.detach(), rtol=0, atol=0)
 
 
+
+
+def test_trainer_and_hub_adapters_are_one_format(tmp_path):
+    """An adapter saved by the trainer loads through gcl_hf.hub.load, and one written for the Hub loads through
+    load_adapter: the same files, the same model (LoRA, temperature and "mlp" fusion head)."""
+    from gcl_hf import hub as gcl_hub
+
+    base_dir = tmp_path / "base"
+    tiny_clip().save_pretrained(base_dir)  # a local base model the adapter can name
+    model = GCLModel.from_backbone(CLIPModel.from_pretrained(base_dir), fusion="mlp")
+    trainer = GCLTrainer(model, _args(tmp_path, max_steps=2, learning_rate=5e-2), train_dataset=dataset(),
+                         processing_class=tiny_processor(),
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainer.train()
+    trained = trainer.model.eval()
+    probe = _probe()
+    with torch.no_grad():
+        expected = trained.encode_fused(**probe)
+        untrained = GCLModel.from_backbone(CLIPModel.from_pretrained(base_dir), fusion="mlp").eval()
+        assert (untrained.encode_fused(**probe) - expected).abs().max() > 1e-3  # training changed it
+
+    from_trainer = gcl_hub.load(trainer.save_adapter(tmp_path / "trainer-adapter"))
+    assert isinstance(from_trainer.backbone, PeftModel) and from_trainer.config.fusion == "mlp"
+
+    hub_dir = gcl_hub.save_for_hub(trained, tmp_path / "hub-adapter", repo_id="fake-user/gcl-lora", form="adapter",
+                                   base_model="fake-user/tiny-clip-base")
+    from_hub = load_adapter(GCLModel.from_backbone(CLIPModel.from_pretrained(base_dir), fusion="mlp"), hub_dir)
+    for reloaded in (from_trainer, from_hub.eval()):
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded.encode_fused(**probe), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(reloaded.logit_scale(), trained.logit_scale(), rtol=0, atol=0)
 # ---------------------------------------------------------------------------------------------- robustness
 
 

@@ -16,7 +16,6 @@ initialised is used as is.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import datasets
 import torch
 import torch.distributed as dist
 
-from .embedding_cache import CorpusEmbeddings, _read_shard, _shard_path, encode_corpus
+from .embedding_cache import CorpusEmbeddings, encode_corpus, load_cached
 
 __all__ = [
     "DistributedEncoding",
@@ -218,26 +217,16 @@ class DistributedEncoding:
         }
 
 
-def _assemble(directory: Path, num_rows: int) -> CorpusEmbeddings:
+def _assemble(directory: Path) -> CorpusEmbeddings:
     """Every shard of a finished cache directory, memory-mapped; an error names the missing ones."""
-    meta = json.loads((directory / "meta.json").read_text())
-    shard_size = int(meta["shard_size"])
-    shards, missing = [], []
-    for n in range(-(-num_rows // shard_size)):
-        rows = min(shard_size, num_rows - n * shard_size)
-        path = _shard_path(directory, n)
-        shard = _read_shard(path, rows) if path.exists() else None
-        if shard is None:
-            missing.append(path.name)
-        else:
-            shards.append(shard)
+    embeddings = load_cached(directory)
+    missing = embeddings.missing
     if missing:
         raise RuntimeError(
             f"{directory}: {len(missing)} shard(s) missing or incomplete after every process finished "
             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); run again to encode just those"
         )
-    dim = int(shards[0].shape[1]) if shards else 0
-    return CorpusEmbeddings(shards, directory, num_rows, dim, encoded_rows=0, complete=True)
+    return embeddings
 
 
 def encode_corpus_distributed(
@@ -282,5 +271,5 @@ def encode_corpus_distributed(
             f"processes computed different cache fingerprints ({listing}): every process must load the same "
             "model, processor and dataset"
         )
-    embeddings = part if part.complete else _assemble(part.directory, len(dataset))
+    embeddings = part if part.complete else _assemble(part.directory)
     return DistributedEncoding(embeddings, part.directory.name, [rows for _, rows in gathered], seconds)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ import torch
 
 from .encoding import encode_dataset
 
-__all__ = ["CorpusEmbeddings", "cache_key", "dataset_fingerprint", "encode_corpus", "model_fingerprint",
-           "processor_fingerprint"]
+__all__ = ["CorpusEmbeddings", "cache_key", "dataset_fingerprint", "encode_corpus", "load_cached",
+           "model_fingerprint", "processor_fingerprint"]
 
 #: Bumped when the cache layout or the encoding semantics change.
 CACHE_VERSION = 1
@@ -114,7 +114,7 @@ class CorpusEmbeddings:
     """Cached embeddings: ``shards`` (read-only memory-mapped ``[n_i, D]`` float32 arrays, in row
     order), where they live, and how many rows this call had to encode (0 when all were cached).
     ``complete`` is False only for a process of a multi-process run whose peers have not finished:
-    ``shards`` then holds just the shards present so far."""
+    ``shards`` then holds just the shards present so far and ``missing`` names the others."""
 
     shards: list[np.ndarray]
     directory: Path
@@ -122,6 +122,7 @@ class CorpusEmbeddings:
     dim: int
     encoded_rows: int
     complete: bool = True
+    missing: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.num_rows
@@ -141,7 +142,9 @@ def _shard_path(directory: Path, n: int) -> Path:
 
 
 def _read_shard(path: Path, rows: int) -> np.ndarray | None:
-    """The shard if it is complete (right row count), else ``None``."""
+    """The shard if it exists and is complete (right row count), else ``None``."""
+    if not path.exists():
+        return None
     try:
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
@@ -203,25 +206,45 @@ def encode_corpus(
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, meta_path)
 
-    num_shards = -(-len(dataset) // shard_size)
-    shards: list[np.ndarray | None] = []
-    encoded = 0
-    for n in range(num_shards):
-        start, stop = n * shard_size, min((n + 1) * shard_size, len(dataset))
-        path = _shard_path(directory, n)
-        shard = _read_shard(path, stop - start) if path.exists() else None
-        if shard is None and n % num_processes == process_index:
-            emb = encode_dataset(
-                model, processor, dataset, image_root=image_root, batch_size=batch_size, num_workers=num_workers,
-                device=device, rows=np.arange(start, stop), processor_kwargs=processor_kwargs,
-                show_progress=show_progress, desc=f"{desc} [{n + 1}/{num_shards}]",
-            )
-            _write_shard(path, emb.numpy())
-            encoded += stop - start
-            shard = _read_shard(path, stop - start)
-        shards.append(shard)
-    present = [s for s in shards if s is not None]
-    dim = int(present[0].shape[1]) if present else int(getattr(model, "embedding_dim", 0))
-    complete = len(present) == num_shards
-    rows = len(dataset) if complete else sum(len(s) for s in present)
-    return CorpusEmbeddings(present, directory, rows, dim, encoded, complete)
+    num_shards, encoded = -(-len(dataset) // shard_size), 0
+    for n, start, stop, path in _shards(directory, len(dataset), shard_size):
+        if n % num_processes != process_index or _read_shard(path, stop - start) is not None:
+            continue
+        emb = encode_dataset(
+            model, processor, dataset, image_root=image_root, batch_size=batch_size, num_workers=num_workers,
+            device=device, rows=np.arange(start, stop), processor_kwargs=processor_kwargs,
+            show_progress=show_progress, desc=f"{desc} [{n + 1}/{num_shards}]",
+        )
+        _write_shard(path, emb.numpy())
+        encoded += stop - start
+    cached = load_cached(directory)
+    return replace(cached, encoded_rows=encoded, dim=cached.dim or int(getattr(model, "embedding_dim", 0)))
+
+
+def load_cached(directory: str | os.PathLike) -> CorpusEmbeddings:
+    """The embeddings of one cache directory (``cache_dir/<key>``, as :func:`encode_corpus` writes it), each
+    complete shard memory-mapped. Incomplete or missing shards are left out and named in ``missing``
+    (``complete`` is then False and ``num_rows`` counts the rows present)."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory}: no meta.json (not an embedding cache directory)")
+    meta = json.loads(meta_path.read_text())
+    num_rows, shard_size = int(meta["num_rows"]), int(meta["shard_size"])
+    shards, missing = [], []
+    for _, start, stop, path in _shards(directory, num_rows, shard_size):
+        shard = _read_shard(path, stop - start)
+        if shard is None:
+            missing.append(path.name)
+        else:
+            shards.append(shard)
+    dim = int(shards[0].shape[1]) if shards else 0
+    rows = num_rows if not missing else sum(len(s) for s in shards)
+    return CorpusEmbeddings(shards, directory, rows, dim, encoded_rows=0, complete=not missing,
+                            missing=tuple(missing))
+
+
+def _shards(directory: Path, num_rows: int, shard_size: int) -> Iterator[tuple[int, int, int, Path]]:
+    """``(n, start, stop, path)`` of each shard of a cache of ``num_rows`` rows."""
+    for n in range(-(-num_rows // shard_size)):
+        yield n, n * shard_size, min((n + 1) * shard_size, num_rows), _shard_path(directory, n)

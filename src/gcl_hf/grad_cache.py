@@ -29,9 +29,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import get_device_states, set_device_states
 
-from .loss import gcl_loss
-
-__all__ = ["GradCacheOutput", "RngState", "cached_gradient_step", "split_batch", "model_loss"]
+__all__ = ["GradCacheOutput", "RngState", "cached_gradient_step", "split_batch"]
 
 _MODALITIES = ("image", "text", "fused")
 
@@ -75,30 +73,6 @@ def split_batch(inputs: Mapping[str, Any], chunk_size: int) -> list[dict[str, An
          for k, v in inputs.items()}
         for start in range(0, n, chunk_size)
     ]
-
-
-def model_loss(
-    gcl_model: nn.Module,
-    image_embeds: torch.Tensor | None,
-    text_embeds: torch.Tensor | None,
-    fused_embeds: torch.Tensor | None,
-    logit_scale: torch.Tensor,
-    logit_bias: torch.Tensor | None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The GCL loss with ``gcl_model.config``'s settings, exactly as ``GCLModel.forward(return_loss=True)``."""
-    config = gcl_model.config
-    return gcl_loss(
-        image_embeds,
-        text_embeds,
-        fused_embeds,
-        logit_scale,
-        pairs=config.pair_tuples,
-        pair_weights=config.pair_weights,
-        negatives=config.negatives,
-        objective=config.objective,
-        logit_bias=logit_bias.reshape(()) if (logit_bias is not None and config.objective == "sigmoid") else None,
-        return_pair_losses=True,
-    )
 
 
 def _embeds(output: Any) -> dict[str, torch.Tensor | None]:
@@ -153,7 +127,8 @@ def cached_gradient_step(
     bias_param = gcl_model.logit_bias_param if gcl_model.config.objective == "sigmoid" else None
     bias = bias_param.detach().requires_grad_(bias_param.requires_grad) if bias_param is not None else None
     with torch.enable_grad():
-        loss, pair_losses = model_loss(gcl_model, leaves["image"], leaves["text"], leaves["fused"], scale, bias)
+        loss, pair_losses = gcl_model.loss_from_embeddings(leaves["image"], leaves["text"], leaves["fused"],
+                                                           logit_scale=scale, logit_bias=bias)
     if check_loss is not None:
         check_loss(loss, pair_losses)
     wrt = {m: t for m, t in leaves.items() if t is not None}

@@ -6,7 +6,7 @@ Three forms (``form=``):
   ``AutoModel.from_pretrained(repo)`` returns it after ``import gcl_hf``.
 - ``"adapter"``: only the backbone's LoRA adapter (peft files) naming its base model, plus
   ``gcl_config.json`` (fusion and loss settings) and ``gcl_extra.safetensors`` (weights outside the adapter:
-  the temperature, the ``"mlp"`` fusion head).
+  the temperature, the ``"mlp"`` fusion head): the adapter directory of :mod:`gcl_hf.adapter`.
 - ``"backbone"``: the merged backbone as a plain checkpoint (``model.save_backbone``) that transformers alone
   loads, e.g. ``CLIPModel.from_pretrained(repo)``.
 
@@ -28,21 +28,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token, hf_hub_download
-from safetensors.torch import load_file, save_file
 
+from .adapter import (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILES, GCL_EXTRA_WEIGHTS_FILE, GCL_SETTINGS_FILE,
+                      load_adapter, read_settings, save_adapter, write_settings)
 from .model_card import FORMS, build_model_card, hub_id_or_none
 from .modeling_gcl import GCLModel, is_peft_model
 
 logger = logging.getLogger(__name__)
 
-GCL_SETTINGS_FILE = "gcl_config.json"
-GCL_EXTRA_WEIGHTS_FILE = "gcl_extra.safetensors"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-#: GCLConfig fields that `GCLModel.from_backbone` takes as overrides (saved for the adapter/backbone forms).
-GCL_SETTINGS = ("fusion", "fusion_hidden_size", "pairs", "pair_weights", "negatives", "objective",
-                "logit_scale_init", "logit_bias_init")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: Files a push replaces: stale weights/configs of another form must not survive in the repo.
 _REPLACED_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
@@ -79,10 +73,10 @@ def save_for_hub(
     if form == "full":
         model.save_pretrained(out, max_shard_size=max_shard_size)
     elif form == "adapter":
-        _save_adapter(model, out, base_model, base_model_revision)
+        save_adapter(model, out, base_model=base_model, base_model_revision=base_model_revision)
     else:
         model.save_backbone(out, max_shard_size=max_shard_size)
-        _write_settings(model, out, form, base_model, base_model_revision)
+        write_settings(model, out, form=form, base_model=base_model, base_model_revision=base_model_revision)
     if processor is not None:
         processor.save_pretrained(out)
     card = build_model_card(
@@ -123,42 +117,6 @@ def check_publishable(model: GCLModel, form: str, base_model: str | None = None)
             f"base_model='org/name' (the backbone's name_or_path {name!r} is not a Hub id)"
         )
     return base_model
-
-
-def _save_adapter(model: GCLModel, out: Path, base_model: str, base_revision: str | None) -> None:
-    model.backbone.save_pretrained(str(out), safe_serialization=True)
-    config_path = out / ADAPTER_CONFIG_FILE
-    adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
-    adapter_config["base_model_name_or_path"] = base_model
-    adapter_config["revision"] = base_revision
-    config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    extra = _extra_state(model)
-    if extra:
-        save_file(extra, str(out / GCL_EXTRA_WEIGHTS_FILE), metadata={"format": "pt"})
-    _write_settings(model, out, "adapter", base_model, base_revision)
-
-
-def _extra_state(model: GCLModel) -> dict[str, torch.Tensor]:
-    """Weights an adapter repo must carry besides the LoRA tensors: everything outside the backbone (fusion
-    head, own temperature/bias) and the backbone's own ``logit_scale``/``logit_bias`` (trainable under LoRA)."""
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
-    base = model._unwrapped_backbone()
-    for name in ("logit_scale", "logit_bias"):
-        param = getattr(base, name, None)
-        if isinstance(param, torch.nn.Parameter):
-            state[f"backbone.{name}"] = param.detach().contiguous().clone()
-    return state
-
-
-def _write_settings(model: GCLModel, out: Path, form: str, base_model: str | None, base_revision: str | None) -> None:
-    from . import __version__
-
-    config = model.config
-    settings = {k: getattr(config, k) for k in GCL_SETTINGS}
-    payload = {"gcl_hf_version": __version__, "form": form, "base_model": base_model,
-               "base_model_revision": base_revision, "backbone_model_type": config.backbone_config.model_type,
-               "settings": settings}
-    (out / GCL_SETTINGS_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------- publishing
@@ -291,11 +249,10 @@ def load(
     elif detected == "backbone":
         from transformers import AutoModel
 
-        settings = _read_settings(files, fetch)
         backbone = AutoModel.from_pretrained(source, use_safetensors=use_safetensors, **hub_kwargs)
-        model = GCLModel.from_backbone(backbone, **settings.get("settings", {}))
+        model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     else:
-        model = _load_adapter(source, files, fetch, where, hub_kwargs, allow_pickle, token, cache_dir)
+        model = _load_adapter(files, fetch, where, allow_pickle, token, cache_dir)
     return model.eval()
 
 
@@ -325,18 +282,21 @@ def _check_weights(files: list[str], stems: tuple[str, ...], where: str, allow_p
 
 
 def _read_settings(files: list[str], fetch: Any) -> dict[str, Any]:
-    if GCL_SETTINGS_FILE not in files:
-        return {}
-    return json.loads(Path(fetch(GCL_SETTINGS_FILE)).read_text(encoding="utf-8"))
+    return read_settings(fetch(GCL_SETTINGS_FILE)) if GCL_SETTINGS_FILE in files else {}
 
 
-def _load_adapter(source: str, files: list[str], fetch: Any, where: str, hub_kwargs: dict[str, Any],
-                  allow_pickle: bool, token: str | bool | None, cache_dir: Any) -> GCLModel:
-    from peft import PeftConfig
-    from peft.utils import load_peft_weights, set_peft_model_state_dict
+def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, token: str | bool | None,
+                  cache_dir: Any) -> GCLModel:
+    """The base model named in ``adapter_config.json``, wrapped with the saved GCL settings, with the adapter
+    directory attached (its files fetched from one snapshot, so they sit together in one local directory)."""
     from transformers import AutoModel
 
-    adapter_config = json.loads(Path(fetch(ADAPTER_CONFIG_FILE)).read_text(encoding="utf-8"))
+    weights = [f for f in ADAPTER_WEIGHTS_FILES if f in files][:1]  # safetensors when there (see _check_weights)
+    for filename in (*weights, GCL_SETTINGS_FILE, GCL_EXTRA_WEIGHTS_FILE):
+        if filename in files:
+            fetch(filename)
+    config_path = Path(fetch(ADAPTER_CONFIG_FILE))
+    adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
     base_id = adapter_config.get("base_model_name_or_path")
     if not base_id:
         raise ValueError(f"{where}: {ADAPTER_CONFIG_FILE} has no base_model_name_or_path; cannot load the base model")
@@ -349,38 +309,8 @@ def _load_adapter(source: str, files: list[str], fetch: Any, where: str, hub_kwa
         base_revision = base_info.sha
     backbone = AutoModel.from_pretrained(base_id, revision=base_revision, token=token, cache_dir=cache_dir,
                                          use_safetensors=None if allow_pickle else True)
-    settings = _read_settings(files, fetch).get("settings", {})
-    model = GCLModel.from_backbone(backbone, **settings)
-    lora_config = PeftConfig.from_pretrained(source, **hub_kwargs)
-    lora_config.inference_mode = False
-    model.apply_lora(lora_config)
-    adapter_weights = load_peft_weights(source, device="cpu", **hub_kwargs)
-    result = set_peft_model_state_dict(model.backbone, adapter_weights)
-    missing_lora = [k for k in result.missing_keys if "lora_" in k]
-    if result.unexpected_keys or missing_lora:
-        raise ValueError(f"{where}: adapter weights do not fit the base model {base_id}: unexpected "
-                         f"{result.unexpected_keys[:5]}, missing {missing_lora[:5]}")
-    if GCL_EXTRA_WEIGHTS_FILE in files:
-        _load_extra_state(model, load_file(fetch(GCL_EXTRA_WEIGHTS_FILE)), where)
-    return model
-
-
-def _load_extra_state(model: GCLModel, extra: dict[str, torch.Tensor], where: str) -> None:
-    base = model._unwrapped_backbone()
-    own = {k: v for k, v in extra.items() if not k.startswith("backbone.")}
-    for key, value in extra.items():
-        if key.startswith("backbone."):
-            param = getattr(base, key[len("backbone."):], None)
-            if not isinstance(param, torch.nn.Parameter) or param.shape != value.shape:
-                raise ValueError(f"{where}: {GCL_EXTRA_WEIGHTS_FILE} holds {key} {tuple(value.shape)}, which the "
-                                 "base model does not have")
-            with torch.no_grad():
-                param.copy_(value)
-    expected = {k for k in model.state_dict() if not k.startswith("backbone.")}
-    if set(own) != expected:
-        raise ValueError(f"{where}: {GCL_EXTRA_WEIGHTS_FILE} holds {sorted(own)}, the model expects {sorted(expected)} "
-                         "(does gcl_config.json match?)")
-    model.load_state_dict(own, strict=False)
+    model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
+    return load_adapter(model, config_path.parent, is_trainable=True, name=where)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -235,20 +235,8 @@ class GCLModel(GCLPreTrainedModel):
         bias = self.logit_bias_param if self.config.objective == "sigmoid" else None
         loss = pair_losses = None
         if return_loss:
-            from .loss import gcl_loss
-
-            loss, pair_losses = gcl_loss(
-                image_embeds,
-                text_embeds,
-                fused,
-                scale,
-                pairs=self.config.pair_tuples,
-                pair_weights=self.config.pair_weights,
-                negatives=self.config.negatives,
-                objective=self.config.objective,
-                logit_bias=bias.reshape(()) if bias is not None else None,
-                return_pair_losses=True,
-            )
+            loss, pair_losses = self.loss_from_embeddings(image_embeds, text_embeds, fused, logit_scale=scale,
+                                                          logit_bias=bias)
         return GCLOutput(
             loss=loss,
             image_embeds=image_embeds,
@@ -257,6 +245,44 @@ class GCLModel(GCLPreTrainedModel):
             logit_scale=scale,
             logit_bias=bias,
             pair_losses=pair_losses,
+        )
+
+    def loss_from_embeddings(
+        self,
+        image_embeds: torch.Tensor | None,
+        text_embeds: torch.Tensor | None,
+        fused_embeds: torch.Tensor | None,
+        *,
+        logit_scale: torch.Tensor | None = None,
+        logit_bias: torch.Tensor | None = None,
+        return_pair_losses: bool = True,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The GCL loss of L2-normalised embeddings with this model's settings (``config`` pairs, weights,
+        negatives, objective): what ``forward(return_loss=True)`` computes.
+
+        ``logit_scale`` / ``logit_bias`` default to the model's (:meth:`logit_scale`, :attr:`logit_bias_param`);
+        the gradient cache passes detached copies to get the loss's gradient with respect to them. The bias
+        is used by the sigmoid objective only. Returns ``(loss, {"image->text": ..., ...})``, or the loss
+        alone with ``return_pair_losses=False``.
+        """
+        from .loss import gcl_loss
+
+        config = self.config
+        scale = self.logit_scale() if logit_scale is None else logit_scale
+        bias = None
+        if config.objective == "sigmoid":
+            bias = self.logit_bias_param if logit_bias is None else logit_bias
+        return gcl_loss(
+            image_embeds,
+            text_embeds,
+            fused_embeds,
+            scale,
+            pairs=config.pair_tuples,
+            pair_weights=config.pair_weights,
+            negatives=config.negatives,
+            objective=config.objective,
+            logit_bias=bias.reshape(()) if bias is not None else None,
+            return_pair_losses=return_pair_losses,
         )
 
     # ------------------------------------------------------------------ LoRA

@@ -19,7 +19,6 @@ concatenated batch (see `gcl_hf.loss`). With gradient accumulation the negatives
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -30,17 +29,14 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from . import distributed as _dist
+from .adapter import load_adapter, save_adapter
 from .grad_cache import cached_gradient_step
-from .modeling_gcl import GCLModel, is_peft_model
+from .modeling_gcl import GCLModel
 from .training_args import GCLTrainingArguments
 
 __all__ = ["GCLTrainer", "NonFiniteLossError", "freeze_towers", "load_adapter", "save_adapter"]
 
 logger = logging.getLogger(__name__)
-
-#: File (next to peft's adapter files) with the trained parameters that are not LoRA adapters.
-EXTRA_WEIGHTS_NAME = "gcl_extra.safetensors"
-GCL_CONFIG_NAME = "gcl_config.json"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,87 +78,6 @@ def freeze_towers(model: GCLModel, *, vision: bool = False, text: bool = False) 
             module.requires_grad_(False)
             frozen.append(name)
     return frozen
-
-
-# ---------------------------------------------------------------------------------------------- adapters
-
-
-def _extra_trainables(model: GCLModel) -> dict[str, torch.Tensor]:
-    """Trainable parameters outside the LoRA adapters (temperature, bias, fusion head), by model name."""
-    return {
-        name: param.detach().cpu().contiguous()
-        for name, param in model.named_parameters()
-        if param.requires_grad and "lora_" not in name
-    }
-
-
-def save_adapter(model: GCLModel, save_directory: str | os.PathLike) -> None:
-    """Save only what LoRA training changed: peft's adapter files, the other trained parameters (temperature,
-    logit bias, ``"mlp"`` fusion head) in ``gcl_extra.safetensors``, and the GCL config without the backbone's.
-
-    `load_adapter` puts them back on a `GCLModel` wrapping the same base backbone.
-    """
-    if not is_peft_model(model.backbone):
-        raise ValueError("save_adapter: the model has no LoRA adapters (apply_lora first, or use save_pretrained)")
-    from safetensors.torch import save_file
-
-    os.makedirs(save_directory, exist_ok=True)
-    model.backbone.save_pretrained(save_directory)
-    extras = _extra_trainables(model)
-    save_file(extras, os.path.join(save_directory, EXTRA_WEIGHTS_NAME), metadata={"format": "pt"})
-    gcl = model.config.to_dict()
-    gcl.pop("backbone_config", None)
-    gcl.pop("lora_config", None)
-    with open(os.path.join(save_directory, GCL_CONFIG_NAME), "w", encoding="utf-8") as f:
-        json.dump({k: gcl[k] for k in ("fusion", "pairs", "pair_weights", "negatives", "objective") if k in gcl},
-                  f, indent=2)
-
-
-def load_adapter(model: GCLModel, adapter_directory: str | os.PathLike, *, is_trainable: bool = False) -> GCLModel:
-    """Attach a `save_adapter` directory to ``model`` (a `GCLModel` over the same base backbone, without LoRA):
-    the LoRA adapters, then the saved temperature / bias / fusion head. Returns ``model``."""
-    if is_peft_model(model.backbone):
-        raise ValueError("load_adapter: the model already carries LoRA adapters")
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
-    directory = os.fspath(adapter_directory)
-    extra_path = os.path.join(directory, EXTRA_WEIGHTS_NAME)
-    if not os.path.isfile(os.path.join(directory, "adapter_config.json")):
-        raise FileNotFoundError(f"{directory}: no adapter_config.json (not a save_adapter directory)")
-    config_path = os.path.join(directory, GCL_CONFIG_NAME)
-    if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            saved = json.load(f)
-        if saved.get("fusion", model.config.fusion) != model.config.fusion:
-            raise ValueError(f"{config_path}: adapter trained with fusion={saved['fusion']!r}, "
-                             f"the model has fusion={model.config.fusion!r}")
-        for key in ("pairs", "pair_weights", "negatives", "objective"):
-            if key in saved:
-                setattr(model.config, key, saved[key])
-    model.backbone = PeftModel.from_pretrained(model.backbone, directory, is_trainable=is_trainable)
-    model.config.lora_config = json.loads(
-        json.dumps(model.backbone.peft_config["default"].to_dict(), default=_jsonable)
-    )
-    if os.path.isfile(extra_path):
-        extras = load_file(extra_path)
-        params = dict(model.named_parameters())
-        unknown = sorted(set(extras) - set(params))
-        if unknown:
-            raise ValueError(f"{extra_path}: parameters {unknown} do not exist in this model")
-        with torch.no_grad():
-            for name, value in extras.items():
-                if params[name].shape != value.shape:
-                    raise ValueError(f"{extra_path}: {name} has shape {tuple(value.shape)}, "
-                                     f"the model's is {tuple(params[name].shape)}")
-                params[name].copy_(value)
-    return model
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
-        return sorted(value) if all(isinstance(v, str) for v in value) else list(value)
-    return str(value)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -571,8 +486,8 @@ class GCLTrainer(Trainer):
 
     # ------------------------------------------------------------------ saving
     def save_adapter(self, output_dir: str | os.PathLike | None = None) -> str:
-        """Save the LoRA adapter plus the other trained parameters (see `save_adapter`) to ``output_dir``
-        (default ``args.output_dir/adapter``), on the main process. Returns the directory."""
+        """Save the LoRA adapter plus the other trained weights and the GCL settings (`gcl_hf.adapter.save_adapter`)
+        to ``output_dir`` (default ``args.output_dir/adapter``), on the main process. Returns the directory."""
         directory = os.fspath(output_dir) if output_dir is not None else os.path.join(self.args.output_dir, "adapter")
         if self.args.should_save:
             save_adapter(self.model, directory)
