@@ -24,7 +24,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ModelSpec
 
-from gcl_hf import distributed as gdist
+from gcl_hf.losses import distributed as gdist
 
 
 def _barrier() -> None:

@@ -6,7 +6,7 @@ two ways, alternating (ABBA) for ``--rounds``. On a CPU the loading workers and 
 cores, so the ratio depends on how much work the forward is per item: the default model has CLIP ViT-B/32's
 sizes (random weights), the smallest CLIP commonly used for retrieval.
 
-- ``encode_dataset``: `gcl_hf.encoding.encode_dataset` with ``num_workers`` DataLoader workers that read and
+- ``encode_dataset``: `gcl_hf.retrieval.encoding.encode_dataset` with ``num_workers`` DataLoader workers that read and
   decode the files, run the CLIP processor (resize, crop, normalise, tokenise) and collate;
 - ``ready_tensors``: the same batches, made by the same processor once before timing, fed to the same
   ``encode_image`` / ``encode_text`` / ``encode_fused`` calls in inference mode (nothing but the forward).
@@ -45,7 +45,7 @@ from common import (
     write_record,
 )
 
-from gcl_hf.encoding import encode_dataset, modality_groups
+from gcl_hf.retrieval.encoding import encode_dataset, modality_groups
 from gcl_hf.testing import tiny_processor
 
 TARGET = 0.9

@@ -1,4 +1,4 @@
-"""Benchmark `gcl_hf.search.exact_topk` against faiss `IndexFlatIP` and the bare chunked matmuls.
+"""Benchmark `gcl_hf.retrieval.search.exact_topk` against faiss `IndexFlatIP` and the bare chunked matmuls.
 
 SPEC §8: identical top-k to faiss, time <= 0.35x faiss and <= 1.15x the bare chunked matmuls
 (the same tiles, the same output buffer, no top-k) on the same embeddings. All contenders run in
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcl_hf.search import exact_topk, plan_search
+from gcl_hf.retrieval.search import exact_topk, plan_search
 
 
 def _normalised(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from common import (
     write_record,
 )
 
-from gcl_hf.loss import ALL_PAIRS, CLIP_PAIRS, gcl_loss
+from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss
 
 TARGET = 1.03
 PAIRS = {"gcl": [list(p) for p in ALL_PAIRS], "clip": [list(p) for p in CLIP_PAIRS]}

@@ -133,8 +133,8 @@ def run_trainer(config, bank, data, batch: int, steps: int, warmup: int, device,
     from transformers import CLIPModel, TrainerCallback
 
     from gcl_hf import GCLModel
-    from gcl_hf.trainer import GCLTrainer
-    from gcl_hf.training_args import GCLTrainingArguments
+    from gcl_hf.training.trainer import GCLTrainer
+    from gcl_hf.training.arguments import GCLTrainingArguments
 
     class StepClock(TrainerCallback):
         def __init__(self):

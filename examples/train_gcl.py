@@ -9,7 +9,7 @@ One process:
 Two GPUs (negatives gathered across both processes; see examples/accelerate_config.yaml):
     accelerate launch --config_file examples/accelerate_config.yaml examples/train_gcl.py ...same flags...
 
-Every field of ModelArguments / DataArguments (gcl_hf.cli_train) and GCLTrainingArguments is a flag; run with
+Every field of ModelArguments / DataArguments (gcl_hf.cli.train) and GCLTrainingArguments is a flag; run with
 --help for the list. `gcl-hf train ...` runs the same steps.
 """
 
@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import sys
 
-from gcl_hf.cli_train import parse_args, run
+from gcl_hf.cli.train import parse_args, run
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Parse the flags and run the library's training steps (`gcl_hf.cli_train.run`):
+    """Parse the flags and run the library's training steps (`gcl_hf.cli.train.run`):
 
     1. image–caption pairs (`gcl_hf.data.load_image_text_pairs`); images stay lazy (paths) and are decoded by
-       the collator (`gcl_hf.collator.GCLCollator.for_model`) in the dataloader workers;
-    2. the backbone wrapped as a `GCLModel` (`gcl_hf.cli_train.build_model`: fusion / objective from the flags);
+       the collator (`gcl_hf.data.collator.GCLCollator.for_model`) in the dataloader workers;
+    2. the backbone wrapped as a `GCLModel` (`gcl_hf.cli.train.build_model`: fusion / objective from the flags);
     3. `GCLTrainer`: LoRA (--lora_r), gradient cache (--gradient_cache_chunk_size), per-pair losses in the logs;
-    4. save: the GCL model, with LoRA the adapter directory (`gcl_hf.adapter`), and a plain merged backbone.
+    4. save: the GCL model, with LoRA the adapter directory (`gcl_hf.hub.adapter`), and a plain merged backbone.
 
     Returns the training metrics.
     """

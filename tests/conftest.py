@@ -1,6 +1,8 @@
 """Shared test set-up: no Hub, tiny deterministic models, small threads."""
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -11,6 +13,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+# shared helpers (benchmark fixtures, the fake Hub, subprocess scripts) import as top-level modules
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_gcl import GCLConfig
-from .loss import ALL_PAIRS, CLIP_PAIRS, gcl_loss, parse_pairs
-from .modeling_gcl import GCLModel, GCLOutput
+from gcl_hf.modeling.configuration import GCLConfig
+from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss, parse_pairs
+from gcl_hf.modeling.model import GCLModel, GCLOutput
 
 __version__ = "0.1.0"
 
@@ -22,35 +22,35 @@ AutoModel.register(GCLConfig, GCLModel, exist_ok=True)
 
 #: public name -> module that defines it (imported lazily)
 _LAZY = {
-    "GCLTrainer": "trainer",
-    "GCLTrainingArguments": "training_args",
-    "GCLCollator": "collator",
-    "load_image_text_pairs": "data",
-    "evaluate_retrieval": "evaluation",
-    "encode_dataset": "encoding",
-    "encode_corpus_distributed": "distributed_encoding",
-    "exact_topk": "search",
-    "modality_gap": "analysis",
-    "RetrievalTask": "benchmarks",
-    "load_benchmark": "benchmarks",
+    "GCLTrainer": "gcl_hf.training.trainer",
+    "GCLTrainingArguments": "gcl_hf.training.arguments",
+    "GCLCollator": "gcl_hf.data.collator",
+    "load_image_text_pairs": "gcl_hf.data.pairs",
+    "evaluate_retrieval": "gcl_hf.retrieval.evaluation",
+    "encode_dataset": "gcl_hf.retrieval.encoding",
+    "encode_corpus_distributed": "gcl_hf.retrieval.distributed_encoding",
+    "exact_topk": "gcl_hf.retrieval.search",
+    "modality_gap": "gcl_hf.retrieval.analysis",
+    "RetrievalTask": "gcl_hf.benchmarks.task",
+    "load_benchmark": "gcl_hf.benchmarks.registry",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import modality_gap
-    from .benchmarks import RetrievalTask, load_benchmark
-    from .collator import GCLCollator
-    from .data import load_image_text_pairs
-    from .distributed_encoding import encode_corpus_distributed
-    from .encoding import encode_dataset
-    from .evaluation import evaluate_retrieval
-    from .search import exact_topk
-    from .trainer import GCLTrainer
-    from .training_args import GCLTrainingArguments
+    from gcl_hf.retrieval.analysis import modality_gap
+    from gcl_hf.benchmarks import RetrievalTask, load_benchmark
+    from gcl_hf.data.collator import GCLCollator
+    from gcl_hf.data.pairs import load_image_text_pairs
+    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed
+    from gcl_hf.retrieval.encoding import encode_dataset
+    from gcl_hf.retrieval.evaluation import evaluate_retrieval
+    from gcl_hf.retrieval.search import exact_topk
+    from gcl_hf.training.trainer import GCLTrainer
+    from gcl_hf.training.arguments import GCLTrainingArguments
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'gcl_hf' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from gcl_hf.loss import ALL_PAIRS, CLIP_PAIRS, gcl_loss
+from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss
 
 GLOBAL_N, DIM = 8, 6
 

@@ -5,10 +5,10 @@
 
 Three steps, in the same processes:
 
-1. the library: :func:`gcl_hf.distributed_encoding.encode_corpus_distributed` into ``OUT/cache_lib``;
+1. the library: :func:`gcl_hf.retrieval.distributed_encoding.encode_corpus_distributed` into ``OUT/cache_lib``;
    each rank writes ``OUT/lib_rank{r}.json`` (its summary, world size, and a digest of the full
    embeddings it sees after the barrier);
-2. the command line: ``gcl_hf.cli_encode.main`` into ``OUT/cache_cli`` (summary ``OUT/cli.json``);
+2. the command line: ``gcl_hf.cli.encode.main`` into ``OUT/cache_cli`` (summary ``OUT/cli.json``);
 3. a disagreement: the last rank drops a row of the pool; every rank must raise (``OUT/mismatch_rank{r}.txt``).
 """
 
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoProcessor
 
     from gcl_hf import hub
-    from gcl_hf.cli_encode import load_pool_file
-    from gcl_hf.cli_encode import main as cli_main
-    from gcl_hf.distributed_encoding import encode_corpus_distributed, init_distributed, main_process_first
+    from gcl_hf.cli.encode import load_pool_file
+    from gcl_hf.cli.encode import main as cli_main
+    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed, init_distributed, main_process_first
 
     datasets.disable_progress_bars()
     info = init_distributed()

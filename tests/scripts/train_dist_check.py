@@ -49,10 +49,10 @@ class RecordingCollator:
 
 def run_variant(out: Path, variant: str, world: int) -> dict:
     from gcl_hf import GCLModel
-    from gcl_hf.collator import GCLCollator
+    from gcl_hf.data.collator import GCLCollator
     from gcl_hf.testing import tiny_clip, tiny_processor
-    from gcl_hf.trainer import GCLTrainer
-    from gcl_hf.training_args import GCLTrainingArguments
+    from gcl_hf.training.trainer import GCLTrainer
+    from gcl_hf.training.arguments import GCLTrainingArguments
 
     chunk, accum = VARIANTS[variant]
     processor = tiny_processor()

@@ -1,12 +1,12 @@
 """Benchmark loaders (M-BEIR, MMEB, CoVR) returning :class:`RetrievalTask` lists."""
 
-from .covr import load_covr
-from .errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
-from .images import load_image, load_task_image
-from .mbeir import MBEIR_TASK_MODALITIES, load_mbeir
-from .mmeb import MMEB_RETRIEVAL_SUBSETS, load_mmeb
-from .registry import BENCHMARKS, load_benchmark
-from .task import MODALITIES, RetrievalTask
+from gcl_hf.benchmarks.covr import load_covr
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.images import load_image, load_task_image
+from gcl_hf.benchmarks.mbeir import MBEIR_TASK_MODALITIES, load_mbeir
+from gcl_hf.benchmarks.mmeb import MMEB_RETRIEVAL_SUBSETS, load_mmeb
+from gcl_hf.benchmarks.registry import BENCHMARKS, load_benchmark
+from gcl_hf.benchmarks.task import MODALITIES, RetrievalTask
 
 __all__ = [
     "BENCHMARKS",

@@ -20,9 +20,9 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from .errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
-from .images import check_image_file
-from .task import MODALITIES
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.images import check_image_file
+from gcl_hf.benchmarks.task import MODALITIES
 
 __all__ = [
     "ITEM_FEATURES",

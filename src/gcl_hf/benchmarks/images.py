@@ -1,7 +1,7 @@
 """Benchmark images: load-time existence checks and decoding with file/line/field errors.
 
-Decoding itself is :func:`gcl_hf.images.open_image` (the package's one image decoder); this
-module turns its :class:`~gcl_hf.images.ImageLoadError` into a :class:`BenchmarkFormatError`
+Decoding itself is :func:`gcl_hf.data.images.open_image` (the package's one image decoder); this
+module turns its :class:`~gcl_hf.data.images.ImageLoadError` into a :class:`BenchmarkFormatError`
 that names the benchmark file, line/row and field the image came from.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from PIL import Image
 
-from ..images import ImageLoadError, open_image, resolve_image_path
-from .errors import BenchmarkFormatError
+from gcl_hf.data.images import ImageLoadError, open_image, resolve_image_path
+from gcl_hf.benchmarks.errors import BenchmarkFormatError
 
 __all__ = ["check_image_file", "load_image", "load_task_image"]
 

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from ._io import (
+from gcl_hf.benchmarks._io import (
     ITEM_FEATURES,
     RowWriter,
     cached_dataset,
@@ -55,8 +55,8 @@ from ._io import (
     resolve_root,
     validate_check_images,
 )
-from .errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
-from .task import RetrievalTask
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.task import RetrievalTask
 
 __all__ = [
     "MBEIR_DATASET_IDS",

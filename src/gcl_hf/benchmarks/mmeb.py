@@ -28,9 +28,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ._io import ITEM_FEATURES, RowWriter, check_image, resolve_root, validate_check_images
-from .errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
-from .task import RetrievalTask
+from gcl_hf.benchmarks._io import ITEM_FEATURES, RowWriter, check_image, resolve_root, validate_check_images
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.task import RetrievalTask
 
 __all__ = ["IMAGE_TOKEN", "MMEB_REPO", "MMEB_RETRIEVAL_SUBSETS", "load_mmeb", "mmeb_parquet_files"]
 

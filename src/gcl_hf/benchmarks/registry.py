@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from .covr import load_covr
-from .mbeir import load_mbeir
-from .mmeb import load_mmeb
-from .task import RetrievalTask
+from gcl_hf.benchmarks.covr import load_covr
+from gcl_hf.benchmarks.mbeir import load_mbeir
+from gcl_hf.benchmarks.mmeb import load_mmeb
+from gcl_hf.benchmarks.task import RetrievalTask
 
 __all__ = ["BENCHMARKS", "load_benchmark"]
 

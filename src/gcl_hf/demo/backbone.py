@@ -16,8 +16,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
-from ..testing import tiny_image_processor
-from .scenes import caption_vocabulary, max_caption_words
+from gcl_hf.testing import tiny_image_processor
+from gcl_hf.demo.scenes import caption_vocabulary, max_caption_words
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
 

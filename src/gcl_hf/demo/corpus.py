@@ -25,8 +25,8 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..benchmarks.task import MODALITIES, RetrievalTask
-from .scenes import Scene, describe_scene, render_scene, sample_scene, scene_bucket
+from gcl_hf.benchmarks.task import MODALITIES, RetrievalTask
+from gcl_hf.demo.scenes import Scene, describe_scene, render_scene, sample_scene, scene_bucket
 
 #: Short labels for the modalities in task names: image, text, fused.
 MODALITY_LABELS: dict[str, str] = {"image": "image", "text": "text", "image,text": "fused"}

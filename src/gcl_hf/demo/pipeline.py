@@ -10,10 +10,10 @@ Steps (each a function, :func:`run_demo` chains them):
    paper's modality negatives, GCL with all negatives): same steps, batch, learning rate and data order.
 4. :func:`encode_test_pool` embeds the mixed test pool and the queries of every modality once per model, and
    :func:`score_cells` ranks and scores the nine query→candidate tasks with the benchmarks' evaluator
-   (:func:`gcl_hf.evaluation.rank_corpus` / :func:`~gcl_hf.evaluation.score_rankings`, which honour
-   ``task.exclude``), plus the modality gap (:func:`gcl_hf.analysis.modality_gap`).
+   (:func:`gcl_hf.retrieval.evaluation.rank_corpus` / :func:`~gcl_hf.retrieval.evaluation.score_rankings`, which honour
+   ``task.exclude``), plus the modality gap (:func:`gcl_hf.retrieval.analysis.modality_gap`).
 
-Training uses :class:`~gcl_hf.trainer.GCLTrainer`; batches come from pre-computed tensors (no image decoding
+Training uses :class:`~gcl_hf.training.trainer.GCLTrainer`; batches come from pre-computed tensors (no image decoding
 per step), so a step costs only the forward and backward passes. Seeds are fixed: on the same machine
 (same thread count) the same config gives the same numbers.
 """
@@ -33,13 +33,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..analysis import modality_gap
-from ..benchmarks.task import MODALITIES, RetrievalTask
-from ..encoding import encode_dataset
-from ..evaluation import rank_corpus, score_rankings
-from ..modeling_gcl import GCLModel
-from .backbone import DemoBackboneConfig, build_demo_backbone, build_demo_processor, pixel_values
-from .corpus import MODALITY_LABELS, DemoCorpus, DemoCorpusConfig, build_demo_corpus, build_retrieval_tasks
+from gcl_hf.retrieval.analysis import modality_gap
+from gcl_hf.benchmarks.task import MODALITIES, RetrievalTask
+from gcl_hf.retrieval.encoding import encode_dataset
+from gcl_hf.retrieval.evaluation import rank_corpus, score_rankings
+from gcl_hf.modeling.model import GCLModel
+from gcl_hf.demo.backbone import DemoBackboneConfig, build_demo_backbone, build_demo_processor, pixel_values
+from gcl_hf.demo.corpus import MODALITY_LABELS, DemoCorpus, DemoCorpusConfig, build_demo_corpus, build_retrieval_tasks
 
 __all__ = [
     "ARMS",
@@ -238,13 +238,13 @@ def _progress_callback(desc: str, enabled: bool, history: list[dict[str, float]]
 def train_model(model: GCLModel, tensors: TrainTensors, arm: Arm, *, steps: int, lr: float, seed: int,
                 batch_size: int, weight_decay: float, warmup_steps: int = 0, scheduler: str = "linear",
                 desc: str = "train", progress: bool = True) -> list[dict[str, float]]:
-    """Train ``model`` in place with :class:`~gcl_hf.trainer.GCLTrainer` for ``steps`` AdamW steps on batches
+    """Train ``model`` in place with :class:`~gcl_hf.training.trainer.GCLTrainer` for ``steps`` AdamW steps on batches
     of ``tensors``, with ``arm``'s loss (set through the `GCLTrainingArguments` loss fields, which write it
     into the model's config); returns the logged losses (``loss`` and ``loss/<pair>``)."""
     from transformers.trainer_callback import ProgressCallback
 
-    from ..trainer import GCLTrainer
-    from ..training_args import GCLTrainingArguments
+    from gcl_hf.training.trainer import GCLTrainer
+    from gcl_hf.training.arguments import GCLTrainingArguments
 
     history: list[dict[str, float]] = []
     if steps == 0:
@@ -307,7 +307,7 @@ class PoolEmbeddings:
 def encode_test_pool(model: GCLModel, processor: Any, tasks: list[RetrievalTask], *, batch_size: int = 256,
                      progress: bool = True, desc: str = "encode") -> PoolEmbeddings:
     """Embed the shared corpus once and each modality's queries once with
-    :func:`gcl_hf.encoding.encode_dataset` (the encoder of :func:`gcl_hf.evaluation.evaluate_retrieval`)."""
+    :func:`gcl_hf.retrieval.encoding.encode_dataset` (the encoder of :func:`gcl_hf.retrieval.evaluation.evaluate_retrieval`)."""
     from tqdm.auto import tqdm
 
     corpus = tasks[0].corpus
@@ -332,8 +332,8 @@ def encode_test_pool(model: GCLModel, processor: Any, tasks: list[RetrievalTask]
 
 def score_cells(tasks: list[RetrievalTask], embeddings: PoolEmbeddings, k: tuple[int, ...] = (1, 5)) -> dict[str, dict[str, float]]:
     """``{"image->text": {"recall@1": ..., "recall@5": ...}, ...}`` for the nine tasks, ranked by
-    :func:`gcl_hf.evaluation.rank_corpus` (exact top-k, ``task.exclude`` removed) and scored by
-    :func:`gcl_hf.evaluation.score_rankings` (the shipped ``recall_at_k`` metric)."""
+    :func:`gcl_hf.retrieval.evaluation.rank_corpus` (exact top-k, ``task.exclude`` removed) and scored by
+    :func:`gcl_hf.retrieval.evaluation.score_rankings` (the shipped ``recall_at_k`` metric)."""
     out = {}
     for task in tasks:
         label = MODALITY_LABELS[task.meta["query_modality"]]
@@ -457,7 +457,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], threads: int) -> DemoRe
     results_path.write_text(json.dumps(results, indent=2))
     result = DemoResult(results=results, embeddings=models_eval, results_path=str(results_path))
     if config.plot:
-        from .report import plot_demo
+        from gcl_hf.demo.report import plot_demo
 
         result.plot_path = plot_demo(result, out_dir / "demo.png")
     return result

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
 
-    from .pipeline import DemoResult
+    from gcl_hf.demo.pipeline import DemoResult
 
 __all__ = ["CELL_GROUPS", "gap_projection", "plot_demo", "print_report", "render_table", "summary_rows", "table_text"]
 
@@ -145,7 +145,7 @@ def gap_projection(embeds: dict[str, Any]) -> dict[str, "np.ndarray"]:
     what remains. (A plain PCA mostly shows the content and hides the gap.)"""
     import numpy as np
 
-    from ..analysis import pca_2d
+    from gcl_hf.retrieval.analysis import pca_2d
 
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in embeds.items()}
     arrays = {k: a / np.linalg.norm(a, axis=1, keepdims=True) for k, a in arrays.items()}

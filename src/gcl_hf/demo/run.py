@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from .pipeline import DemoConfig
+from gcl_hf.demo.pipeline import DemoConfig
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from .pipeline import run_demo
-    from .report import print_report
+    from gcl_hf.demo.pipeline import run_demo
+    from gcl_hf.demo.report import print_report
 
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: room for the whole table

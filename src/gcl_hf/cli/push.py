@@ -1,0 +1,74 @@
+"""``gcl-hf push``: publish a saved model (full, LoRA adapter or merged backbone) with a model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitInfo
+
+from gcl_hf.hub.card import FORMS
+from gcl_hf.hub.loading import load
+from gcl_hf.hub.publish import publish
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``gcl-hf push`` (no token flag on purpose: use ``hf auth login`` or ``HF_TOKEN``)."""
+    parser.add_argument("model_dir", help="a saved GCLModel directory (save_pretrained / trainer output)")
+    parser.add_argument("repo_id", help="target Hub repo, e.g. your-name/gcl-clip-vit-b32")
+    parser.add_argument("--form", choices=FORMS, default="full",
+                        help="full GCLModel, LoRA adapter only, or the merged backbone as a plain checkpoint")
+    parser.add_argument("--eval-results", help="JSON written by the gcl-hf evaluator; becomes model-index")
+    parser.add_argument("--training-info", help="JSON object: datasets, data_description, hyperparameters")
+    parser.add_argument("--base-model", help="Hub id of the base model (required for --form adapter when the "
+                                             "backbone's name is not a Hub id)")
+    parser.add_argument("--base-model-revision", help="revision (commit sha) of the base model")
+    parser.add_argument("--revision", help="branch to push to (created from main if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--commit-message", help="commit message")
+    parser.add_argument("--license", help="license id for the card, e.g. apache-2.0 or mit")
+    parser.add_argument("--tag", action="append", default=[], help="extra card tag (repeatable)")
+    parser.add_argument("--card-template", help="a custom Jinja2 card template (default: the packaged one, "
+                                                "model_cards/gcl_model_card.md.j2)")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickle weights from model_dir")
+    return parser
+
+
+def run_push(args: argparse.Namespace) -> CommitInfo:
+    """Run ``gcl-hf push``: load ``model_dir`` (and its processor, if saved there) and :func:`publish` it."""
+    model = load(args.model_dir, allow_pickle=args.allow_pickle)
+    processor = _local_processor(Path(args.model_dir))
+    training_info = json.loads(Path(args.training_info).read_text(encoding="utf-8")) if args.training_info else None
+    commit = publish(
+        model, args.repo_id, form=args.form, processor=processor, eval_results=args.eval_results,
+        training_info=training_info, base_model=args.base_model, base_model_revision=args.base_model_revision,
+        revision=args.revision, private=args.private or None, commit_message=args.commit_message,
+        license=args.license, tags=args.tag, template_path=args.card_template,
+    )
+    print(f"pushed {args.form} form to {commit.commit_url} (commit {commit.oid})")
+    return commit
+
+
+def _local_processor(model_dir: Path) -> Any | None:
+    if not any((model_dir / f).exists() for f in ("processor_config.json", "preprocessor_config.json",
+                                                   "tokenizer_config.json")):
+        return None
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``gcl-hf push``."""
+    parser = add_push_arguments(argparse.ArgumentParser(prog="gcl-hf push", description=__doc__.splitlines()[0].strip('`')))
+    run_push(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+
+
+__all__ = ["add_push_arguments", "main", "run_push"]

@@ -1,0 +1,343 @@
+"""Model cards for published GCL models: Hub metadata (tags, base model, library, `model-index`) and a body
+rendered from the packaged Jinja template (``gcl_hf/templates/model_card.md.j2``, mirrored in ``model_cards/``).
+
+Evaluation results come from our evaluator's JSON (see :func:`eval_results_from_json` for the accepted shapes)
+and become ``model-index`` entries, which the Hub renders on the model page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+FORMS = ("full", "adapter", "backbone")
+#: Tags every GCL card carries (the Hub filters on them).
+BASE_TAGS = ("gcl", "gcl-hf", "multimodal-retrieval", "image-text-retrieval", "contrastive-learning")
+#: Metric aliases as our evaluator (and common usage) spell them.
+_METRIC_ALIASES = {"r": "recall", "p": "precision", "recall": "recall", "precision": "precision", "hit": "hit",
+                   "ndcg": "ndcg", "mrr": "mrr", "map": "map"}
+_METRIC_AT_K = re.compile(r"^(?P<name>[a-z]+?)(?:@|_at_|_)(?P<k>\d+)$", re.IGNORECASE)
+_PLAIN_METRICS = {"mrr", "map", "ndcg", "accuracy"}
+#: Known benchmark datasets on the Hub, by task-name prefix or benchmark name (lower case).
+_BENCHMARK_DATASETS = {"m-beir": ("TIGER-Lab/M-BEIR", "M-BEIR"), "mbeir": ("TIGER-Lab/M-BEIR", "M-BEIR"),
+                       "mmeb": ("TIGER-Lab/MMEB-eval", "MMEB"), "covr": ("covr", "WebVid-CoVR")}
+_MMEB_RETRIEVAL = {"MSCOCO_i2t", "VisualNews_i2t", "VisDial", "MSCOCO_t2i", "VisualNews_t2i", "WebQA", "EDIS",
+                   "Wiki-SS-NQ", "CIRR", "NIGHTS", "OVEN", "FashionIQ"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+#: Keys never copied from training info into a card (credentials, whatever their container calls them).
+_SECRET_KEY = re.compile(r"(^|_)(token|secret|password|passwd|api_key|apikey|auth|credentials?)($|_)", re.IGNORECASE)
+#: TrainingArguments fields worth a line in the card (the full object has ~150).
+_TRAINING_ARG_FIELDS = (
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "weight_decay", "warmup_ratio", "warmup_steps", "lr_scheduler_type", "optim", "seed", "bf16", "fp16",
+    "gradient_checkpointing", "gradient_cache_chunk_size", "gcl_pairs", "gcl_pair_weights", "gcl_negatives",
+    "gcl_objective", "gcl_fusion", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+)
+_LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora", "use_dora",
+                "modules_to_save")
+
+
+def default_template_path() -> Path:
+    """The card template shipped inside the package (works from an installed wheel, not only a checkout)."""
+    return Path(str(resources.files("gcl_hf").joinpath("hub/templates/model_card.md.j2")))
+
+
+# ---------------------------------------------------------------------------------------------- eval results
+def eval_results_from_json(source: str | os.PathLike | Mapping | Sequence) -> list[EvalResult]:
+    """Turn our evaluator's JSON (a path, or the loaded object) into `EvalResult`s for ``model-index``.
+
+    Accepted shapes (other top-level keys such as ``"model"`` are ignored):
+
+    - ``{"<task>": {"recall@5": 0.61, ...}, ...}`` — one entry per task;
+    - ``{"results": <either shape>, ...}``;
+    - ``[{"task": "<task>", "metrics": {...}, "benchmark": ..., "dataset": ..., "split": ...}, ...]`` (metrics may
+      also sit at the entry's top level).
+
+    Metric keys ``recall@k`` / ``recall_at_k`` / ``R@k``, ``precision@k``, ``ndcg@k``, ``mrr``, ``map`` are kept;
+    other keys (``num_queries``, timings) are not metrics and are skipped. Raises `ValueError` naming the file and
+    entry when the JSON holds no usable metric or a metric value is not a number.
+    """
+    where = str(source) if isinstance(source, (str, os.PathLike)) else "eval results"
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from err
+    else:
+        data = source
+    if isinstance(data, Mapping) and "results" in data:
+        data = data["results"]
+        where += ': "results"'
+    entries: list[tuple[str, Mapping]] = []
+    if isinstance(data, Mapping):
+        for task, metrics in data.items():
+            if not isinstance(metrics, Mapping):
+                continue  # top-level metadata such as "model": "..."
+            entries.append((f'{where}: "{task}"', {"task": task, "metrics": metrics}))
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        for i, entry in enumerate(data):
+            if not isinstance(entry, Mapping):
+                raise ValueError(
+                    f"{where}[{i}]: expected an object with 'task' and 'metrics', got {type(entry).__name__}"
+                )
+            entries.append((f"{where}[{i}]", entry))
+    else:
+        raise ValueError(f"{where}: expected a JSON object or list, got {type(data).__name__}")
+
+    results: list[EvalResult] = []
+    for loc, entry in entries:
+        task = entry.get("task") or entry.get("name")
+        if not isinstance(task, str) or not task:
+            raise ValueError(f"{loc}: missing field 'task' (the task name)")
+        metrics = entry.get("metrics", {k: v for k, v in entry.items() if k not in ("task", "name")})
+        dataset_type, dataset_name = _dataset_for(task, entry)
+        for key, value in metrics.items():
+            metric = _metric_type(str(key))
+            if metric is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{loc}: metric {key!r} is {value!r}, expected a number")
+            metric_type, metric_name = metric
+            results.append(EvalResult(
+                task_type="retrieval",
+                task_name=f"Retrieval ({task})",
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_config=task,
+                dataset_split=entry.get("split"),
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=float(value),
+            ))
+    if not results:
+        raise ValueError(f"{where}: no metrics found (expected keys such as 'recall@5' or 'precision@1')")
+    return results
+
+
+def _metric_type(key: str) -> tuple[str, str] | None:
+    match = _METRIC_AT_K.match(key.strip())
+    if match and match.group("name").lower() in _METRIC_ALIASES:
+        name, k = _METRIC_ALIASES[match.group("name").lower()], match.group("k")
+        return f"{name}_at_{k}", f"{name.capitalize() if len(name) > 4 else name.upper()}@{k}"
+    if key.lower() in _PLAIN_METRICS:
+        return key.lower(), key.upper() if len(key) <= 4 else key.capitalize()
+    return None
+
+
+def _dataset_for(task: str, entry: Mapping) -> tuple[str, str]:
+    if entry.get("dataset"):
+        return str(entry["dataset"]), str(entry.get("dataset_name") or entry["dataset"])
+    benchmark = str(entry.get("benchmark") or "").lower()
+    if not benchmark:
+        prefix = task.split("_", 1)[0].lower()
+        if prefix in _BENCHMARK_DATASETS:
+            benchmark = prefix
+        elif task in _MMEB_RETRIEVAL:
+            benchmark = "mmeb"
+    if benchmark in _BENCHMARK_DATASETS:
+        return _BENCHMARK_DATASETS[benchmark]
+    return task, task
+
+
+# ---------------------------------------------------------------------------------------------- the card
+def build_model_card(
+    model: Any,
+    *,
+    repo_id: str,
+    form: str = "full",
+    base_model: str | None = None,
+    base_model_revision: str | None = None,
+    eval_results: str | os.PathLike | Mapping | Sequence | None = None,
+    training_info: Mapping[str, Any] | Any | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: Sequence[str] = (),
+    has_processor: bool = False,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render the model card of ``model`` published as ``form`` to ``repo_id``.
+
+    ``training_info`` is a mapping (or a `TrainingArguments`): ``datasets`` (Hub dataset ids),
+    ``data_description`` (free text), ``lora`` (a LoRA config dict, for models merged before publishing) and any
+    scalar hyperparameters; keys that look like credentials are dropped. ``base_model`` defaults to the
+    backbone's ``name_or_path`` when that is a Hub id.
+    """
+    from gcl_hf import __version__
+
+    if form not in FORMS:
+        raise ValueError(f"form={form!r}: expected one of {FORMS}")
+    config = model.config
+    backbone = model._unwrapped_backbone()
+    base_model = base_model or hub_id_or_none(getattr(backbone, "name_or_path", None))
+    info_training = _training_mapping(training_info)
+    datasets = info_training.pop("datasets", None)
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
+    data_description = info_training.pop("data_description", None)
+    lora = info_training.pop("lora", None)
+    lora = config.lora_config or lora
+    results = eval_results_from_json(eval_results) if eval_results is not None else None
+    model_name = repo_id.split("/")[-1]
+
+    backbone_type = getattr(backbone.config, "model_type", "unknown")
+    card_tags = list(dict.fromkeys([*BASE_TAGS, backbone_type, *(["lora", "peft"] if form == "adapter" else []),
+                                    *(["transformers"] if form != "adapter" else []), *tags]))
+    card_data = ModelCardData(
+        base_model=base_model,
+        datasets=datasets or None,
+        eval_results=results,
+        language=language,
+        library_name={"full": "gcl-hf", "adapter": "peft", "backbone": "transformers"}[form],
+        license=license,
+        model_name=model_name,
+        pipeline_tag="zero-shot-image-classification" if form == "backbone" else "feature-extraction",
+        tags=card_tags,
+        base_model_relation=("adapter" if form == "adapter" else "finetune") if base_model else None,
+    )
+    info = {
+        "title": f"{model_name}: a GCL-trained {type(backbone).__name__}",
+        "summary": _summary(form, type(backbone).__name__, base_model),
+        "gcl_hf_version": __version__,
+        "form_description": _FORM_DESCRIPTIONS[form].format(cls=type(backbone).__name__),
+        "base_model": base_model,
+        "base_model_revision": base_model_revision,
+        "backbone_class": type(backbone).__name__,
+        "backbone_type": backbone_type,
+        "embedding_dim": getattr(model, "embedding_dim", "?"),
+        "num_parameters": _count(model, form),
+        "datasets": datasets,
+        "data_description": data_description,
+        "hyperparameters": [(k, _cell(v)) for k, v in info_training.items()],
+        "gcl": {
+            "fusion": config.fusion,
+            "pairs_text": ", ".join(f"{a} → {b}" for a, b in config.pair_tuples),
+            "pair_weights_text": ", ".join(str(w) for w in config.pair_weights) if config.pair_weights else "equal",
+            "negatives": config.negatives,
+            "objective": config.objective,
+        },
+        "fusion_description": _FUSION_DESCRIPTIONS[config.fusion],
+        "lora": [(k, _cell(lora[k])) for k in _LORA_FIELDS if lora.get(k) not in (None, False)] if lora else [],
+        "lora_note": _LORA_NOTES[form].format(base=base_model or "the base model") if lora else "",
+        "load_snippet": _load_snippet(form, repo_id, type(backbone).__name__, base_model, base_model_revision,
+                                      has_processor),
+        "fusion_snippet": _FUSION_SNIPPETS.get(config.fusion, "") if form != "full" else "",
+        "eval_rows": [
+            {"task": r.dataset_config, "dataset": r.dataset_name, "split": r.dataset_split or "—",
+             "metric": r.metric_name, "value": f"{r.metric_value:.4f}"}
+            for r in (results or [])
+        ],
+    }
+    path = Path(template_path) if template_path is not None else default_template_path()
+    return ModelCard.from_template(card_data, template_path=str(path), info=info)
+
+
+def hub_id_or_none(name: str | None) -> str | None:
+    """``name`` when it looks like a Hub repo id rather than a local path or nothing."""
+    if not name or os.path.exists(name) or not _HUB_ID.match(name):
+        return None
+    return name
+
+
+def _training_mapping(training_info: Any) -> dict[str, Any]:
+    if training_info is None:
+        return {}
+    if hasattr(training_info, "to_dict") and not isinstance(training_info, Mapping):
+        full = training_info.to_dict()
+        items = {k: full[k] for k in _TRAINING_ARG_FIELDS if k in full and full[k] not in (None, "", [])}
+    elif isinstance(training_info, Mapping):
+        items = dict(training_info)
+    else:
+        raise TypeError(f"training_info: expected a mapping or TrainingArguments, got {type(training_info).__name__}")
+    return {str(k): v for k, v in items.items() if not _SECRET_KEY.search(str(k))}
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
+
+
+def _count(model: Any, form: str) -> str:
+    if form == "adapter":
+        n = sum(p.numel() for name, p in model.backbone.named_parameters() if "lora_" in name)
+        return f"{n:,} in the LoRA adapter"
+    return f"{sum(p.numel() for p in model.parameters()):,}"
+
+
+def _summary(form: str, cls: str, base_model: str | None) -> str:
+    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"a `{cls}`"
+    return {
+        "full": f"A `GCLModel` fine-tuned from {base} with Generalized Contrastive Learning: it embeds images, "
+                "texts and fused image+text items into one space for universal multimodal retrieval.",
+        "adapter": f"A LoRA adapter for {base}, trained with Generalized Contrastive Learning for universal "
+                   "multimodal retrieval over images, texts and fused image+text items.",
+        "backbone": f"{base} fine-tuned with Generalized Contrastive Learning and saved as a plain `{cls}` "
+                    "checkpoint: transformers alone loads it, no new code needed.",
+    }[form]
+
+
+_FORM_DESCRIPTIONS = {
+    "full": "the full `GCLModel` (backbone + GCL config); `AutoModel` loads it after `import gcl_hf`",
+    "adapter": "a peft LoRA adapter only (plus `gcl_config.json` and `gcl_extra.safetensors`); the base model "
+               "is downloaded from its own repo",
+    "backbone": "the merged backbone as a plain `{cls}` checkpoint (transformers alone loads it)",
+}
+_FUSION_DESCRIPTIONS = {
+    "sum": "UniIR's score fusion: raw image and text projections added, then L2-normalised",
+    "mean": "the mean of the L2-normalised image and text embeddings, then L2-normalised",
+    "mlp": "score fusion plus a learned residual MLP head (stored with the GCL weights)",
+}
+_LORA_NOTES = {
+    "full": "The adapter is stored unmerged inside the checkpoint (`config.lora_config`); "
+            "`model.merge_lora()` merges it.",
+    "adapter": "This repo holds only the adapter; the base weights come from {base}.",
+    "backbone": "LoRA was merged into the backbone weights of this checkpoint.",
+}
+_FUSION_SNIPPETS = {
+    "sum": "The fused (image + text) embedding of this model is "
+           "`normalize(image_features + text_features)` of the raw projections (UniIR's score fusion).",
+    "mean": "The fused (image + text) embedding of this model is "
+            "`normalize(normalize(image_features) + normalize(text_features))`.",
+}
+
+
+def _load_snippet(form: str, repo_id: str, cls: str, base_model: str | None, base_revision: str | None,
+                  has_processor: bool) -> str:
+    rev = 'revision="main"'  # the card says: pin a commit sha for reproducibility
+    processor_src = repo_id if has_processor else (base_model or "<the base model's processor>")
+    if form == "full":
+        return (
+            "import gcl_hf  # registers the 'gcl' model type with AutoConfig / AutoModel\n"
+            "from transformers import AutoModel, AutoProcessor\n\n"
+            f'model = AutoModel.from_pretrained("{repo_id}", {rev})  # a gcl_hf.GCLModel\n'
+            f'processor = AutoProcessor.from_pretrained("{processor_src}")\n'
+            "# or: model = gcl_hf.hub.load(repo_id, revision=...)\n"
+            "# model.encode_image(...), model.encode_text(...), model.encode_fused(...)"
+        )
+    if form == "adapter":
+        base = base_model or "<base model id>"
+        base_rev = f', revision="{base_revision}"' if base_revision else ""
+        return (
+            "import gcl_hf.hub\n\n"
+            f'model = gcl_hf.hub.load("{repo_id}", {rev})  # base + LoRA + GCL settings\n\n'
+            "# with peft alone (the image and text towers):\n"
+            "from peft import PeftModel\n"
+            "from transformers import AutoModel\n\n"
+            f'base = AutoModel.from_pretrained("{base}"{base_rev})\n'
+            f'model = PeftModel.from_pretrained(base, "{repo_id}", {rev})'
+        )
+    return (
+        f"from transformers import AutoProcessor, {cls}\n\n"
+        f'model = {cls}.from_pretrained("{repo_id}", {rev})\n'
+        f'processor = AutoProcessor.from_pretrained("{processor_src}")\n'
+        "image_embeds = model.get_image_features(**processor(images=images, return_tensors='pt')).pooler_output"
+    )
+
+
+__all__ = ["BASE_TAGS", "FORMS", "build_model_card", "default_template_path", "eval_results_from_json",
+           "hub_id_or_none"]

@@ -1,0 +1,193 @@
+"""Publish GCL models to the Hugging Face Hub with a model card (`gcl_hf.hub.loading` loads them back).
+
+Three forms (``form=``):
+
+- ``"full"``: the whole `GCLModel` (``save_pretrained``: config with ``model_type: gcl`` + safetensors);
+  ``AutoModel.from_pretrained(repo)`` returns it after ``import gcl_hf``.
+- ``"adapter"``: only the backbone's LoRA adapter (peft files) naming its base model, plus
+  ``gcl_config.json`` (fusion and loss settings) and ``gcl_extra.safetensors`` (weights outside the adapter:
+  the temperature, the ``"mlp"`` fusion head): the adapter directory of :mod:`gcl_hf.hub.adapter`.
+- ``"backbone"``: the merged backbone as a plain checkpoint (``model.save_backbone``) that transformers alone
+  loads, e.g. ``CLIPModel.from_pretrained(repo)``.
+
+Each push is one commit through huggingface_hub (``create_repo`` + ``create_commit``), with a README.md card
+built by :mod:`gcl_hf.hub.card`. Tokens come from huggingface_hub (``hf auth login`` / ``HF_TOKEN``) or the
+``token`` argument; they are never logged, and a push refuses any file that contains the token.
+Loading reads safetensors only (pickle weights are refused unless ``allow_pickle=True``) and never passes
+``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+
+from gcl_hf.hub.adapter import ADAPTER_CONFIG_FILE, GCL_SETTINGS_FILE, save_adapter, write_settings
+from gcl_hf.hub.loading import PICKLE_SUFFIXES, _version
+from gcl_hf.hub.card import FORMS, build_model_card, hub_id_or_none
+from gcl_hf.modeling.model import GCLModel, is_peft_model
+
+logger = logging.getLogger(__name__)
+
+#: Files a push replaces: stale weights/configs of another form must not survive in the repo.
+_REPLACED_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
+                      "*.ckpt", "*.pkl", "config.json", ADAPTER_CONFIG_FILE, GCL_SETTINGS_FILE)
+
+
+# ---------------------------------------------------------------------------------------------- saving
+def save_for_hub(
+    model: GCLModel,
+    save_directory: str | os.PathLike,
+    *,
+    repo_id: str,
+    form: str = "full",
+    processor: Any | None = None,
+    base_model: str | None = None,
+    base_model_revision: str | None = None,
+    eval_results: Any | None = None,
+    training_info: Any | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: tuple[str, ...] | list[str] = (),
+    template_path: str | os.PathLike | None = None,
+    max_shard_size: int | str = "50GB",
+) -> Path:
+    """Write exactly what :func:`publish` uploads for ``form`` into ``save_directory`` (weights, configs,
+    processor files, README.md card) and return it. Useful to inspect a push before making it."""
+    base_model = check_publishable(model, form, base_model)
+    out = Path(save_directory)
+    out.mkdir(parents=True, exist_ok=True)
+    if form == "full":
+        model.save_pretrained(out, max_shard_size=max_shard_size)
+    elif form == "adapter":
+        save_adapter(model, out, base_model=base_model, base_model_revision=base_model_revision)
+    else:
+        model.save_backbone(out, max_shard_size=max_shard_size)
+        write_settings(model, out, form=form, base_model=base_model, base_model_revision=base_model_revision)
+    if processor is not None:
+        processor.save_pretrained(out)
+    card = build_model_card(
+        model, repo_id=repo_id, form=form, base_model=base_model, base_model_revision=base_model_revision,
+        eval_results=eval_results, training_info=training_info, license=license, language=language, tags=tags,
+        has_processor=processor is not None, template_path=template_path,
+    )
+    card.save(out / "README.md")  # after peft's save_pretrained, which writes its own README
+    pickles = sorted(p.name for p in out.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise RuntimeError(f"save_for_hub wrote pickle files {pickles}; gcl-hf publishes safetensors only")
+    return out
+
+
+def check_publishable(model: GCLModel, form: str, base_model: str | None = None) -> str | None:
+    """Raise `ValueError` if ``model`` cannot be published as ``form`` without losing something; return the
+    base model's Hub id (given, or the backbone's / adapter's name when that is a Hub id)."""
+    if form not in FORMS:
+        raise ValueError(f"form={form!r}: expected one of {FORMS}")
+    name = model._unwrapped_backbone().name_or_path
+    if form == "backbone" and model.config.fusion == "mlp":
+        raise ValueError(
+            "form='backbone' drops the learned 'mlp' fusion head, so fused embeddings would change; "
+            "publish form='full' (or 'adapter') instead"
+        )
+    if form != "adapter":
+        return base_model or hub_id_or_none(name)
+    if not is_peft_model(model.backbone):
+        raise ValueError(
+            "form='adapter' needs a backbone with LoRA adapters (model.apply_lora(LoraConfig(...)) or "
+            "GCLTrainer(peft_config=...)); this model has none: publish form='full' or 'backbone'"
+        )
+    peft_name = model.backbone.peft_config["default"].base_model_name_or_path
+    base_model = base_model or hub_id_or_none(name) or hub_id_or_none(peft_name)
+    if base_model is None:
+        raise ValueError(
+            "form='adapter' needs the base model's Hub id (the adapter alone is not a model): pass "
+            f"base_model='org/name' (the backbone's name_or_path {name!r} is not a Hub id)"
+        )
+    return base_model
+
+
+# ---------------------------------------------------------------------------------------------- publishing
+def publish(
+    model: GCLModel,
+    repo_id: str,
+    *,
+    form: str = "full",
+    processor: Any | None = None,
+    eval_results: Any | None = None,
+    training_info: Any | None = None,
+    base_model: str | None = None,
+    base_model_revision: str | None = None,
+    revision: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    create_pr: bool = False,
+    token: str | bool | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: tuple[str, ...] | list[str] | None = (),
+    template_path: str | os.PathLike | None = None,
+    max_shard_size: int | str = "50GB",
+) -> CommitInfo:
+    """Push ``model`` to ``repo_id`` as ``form`` (``"full"``, ``"adapter"`` or ``"backbone"``) in one commit.
+
+    The repo is created if needed (``private`` applies then); ``revision`` names a branch, created from
+    ``main`` if missing. ``eval_results`` is our evaluator's JSON (path or object) and becomes the card's
+    ``model-index``. ``token`` defaults to huggingface_hub's (``HF_TOKEN`` or ``hf auth login``). Returns the
+    `CommitInfo` (a ``str``: the commit URL; ``.oid`` is the commit sha to pin when loading).
+    """
+    check_publishable(model, form, base_model)  # fail before touching the Hub
+    api = HfApi(token=token, library_name="gcl-hf", library_version=_version())
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision is not None and revision != "main" and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gcl-hf-push-") as tmp:
+        folder = save_for_hub(
+            model, tmp, repo_id=repo_id, form=form, processor=processor, base_model=base_model,
+            base_model_revision=base_model_revision, eval_results=eval_results, training_info=training_info,
+            license=license, language=language, tags=tuple(tags or ()), template_path=template_path,
+            max_shard_size=max_shard_size,
+        )
+        _refuse_files_with_token(folder, token)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        added = {p.relative_to(folder).as_posix() for p in files}
+        existing = api.list_repo_files(repo_id, revision=None if create_pr else revision)
+        operations: list[Any] = [
+            CommitOperationDelete(path)
+            for path in existing
+            if path not in added and any(fnmatch.fnmatch(path, pat) for pat in _REPLACED_PATTERNS)
+        ]
+        operations += [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+                       for p in files]
+        commit = api.create_commit(
+            repo_id, operations, revision=revision, create_pr=create_pr,
+            commit_message=commit_message or f"Upload GCL model ({form}) with gcl-hf",
+            commit_description=commit_description,
+        )
+    logger.info("published %s form of the model to %s (revision %s): %s", form, repo_id, revision or "main",
+                commit.commit_url)
+    return commit
+
+
+def _refuse_files_with_token(folder: Path, token: str | bool | None) -> None:
+    secret = token if isinstance(token, str) else (get_token() if token is not False else None)
+    if not secret:
+        return
+    needle = secret.encode()
+    for path in folder.rglob("*"):
+        if path.is_file() and needle in path.read_bytes():
+            raise RuntimeError(
+                f"refusing to upload {path.relative_to(folder).as_posix()}: it contains your Hub token "
+                "(check training_info / config values)"
+            )
+
+
+
+
+__all__ = ["check_publishable", "publish", "save_for_hub"]

@@ -1,0 +1,215 @@
+"""`evaluate_retrieval`: score a model on a :class:`~gcl_hf.benchmarks.task.RetrievalTask` (SPEC §5).
+
+Queries and corpus are embedded by modality (:func:`~gcl_hf.retrieval.encoding.encode_dataset`, optionally
+through the on-disk cache :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`), every query is ranked
+against the whole pool by exact streaming top-k (:func:`~gcl_hf.retrieval.search.exact_topk`, or a faiss
+flat index), or against its own candidate list when the task has one (MMEB), with the task's
+excluded ids removed (CoVR), and the rankings are scored with the shipped `evaluate` metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from gcl_hf.retrieval import metrics as _metrics
+from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus
+from gcl_hf.retrieval.encoding import encode_dataset
+from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
+
+__all__ = ["evaluate_retrieval", "rank_corpus", "score_rankings"]
+
+logger = logging.getLogger(__name__)
+
+_RECALL = ("recall", "recall_at_k")
+_PRECISION = ("precision_at_1",)
+Embeddings = torch.Tensor | np.ndarray | CorpusEmbeddings
+
+
+def _check_task(task: Any) -> None:
+    if task.metric not in _RECALL + _PRECISION:
+        raise ValueError(f"task {task.name!r}: unknown metric {task.metric!r}; expected 'recall' or 'precision_at_1'")
+    ids = task.queries["id"]
+    missing = [q for q in ids if not task.qrels.get(q)]
+    if missing:
+        raise ValueError(
+            f"task {task.name!r}: query {missing[0]!r} has no relevant corpus id in qrels"
+            + (f" ({len(missing)} queries affected)" if len(missing) > 1 else "")
+        )
+
+
+def _corpus_index(task: Any) -> tuple[list[str], dict[str, int]]:
+    ids = list(task.corpus["id"])
+    index = {cid: i for i, cid in enumerate(ids)}
+    if len(index) != len(ids):
+        seen: set[str] = set()
+        dup = next(c for c in ids if c in seen or seen.add(c))
+        raise ValueError(f"task {task.name!r}: corpus id {dup!r} occurs more than once (corpus field 'id')")
+    return ids, index
+
+
+def _as_tensor(x: Embeddings) -> torch.Tensor:
+    if isinstance(x, CorpusEmbeddings):
+        return x.to_tensor()
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+
+
+def _pool(x: Embeddings) -> torch.Tensor | np.ndarray | list[np.ndarray]:
+    return x.shards if isinstance(x, CorpusEmbeddings) else x
+
+
+def _exclusions(task: Any, query_ids: list[str], index: dict[str, int]) -> dict[int, list[int]] | None:
+    if not task.exclude:
+        return None
+    out = {}
+    for n, qid in enumerate(query_ids):
+        ids = task.exclude.get(qid)
+        if ids:
+            out[n] = sorted(index[c] for c in ids if c in index)
+    return out
+
+
+def _rank_candidates(task: Any, query_ids: list[str], queries: torch.Tensor, corpus: torch.Tensor,
+                     index: dict[str, int], corpus_ids: list[str], depth: int,
+                     exclude: dict[int, list[int]] | None, block_elements: int = 1 << 25) -> list[list[str]]:
+    """Rank each query's own candidate list; equal scores keep the list's order (MMEB's argmax
+    picks the first maximum, and its lists put the positive first)."""
+    lists: list[list[int]] = []
+    for n, qid in enumerate(query_ids):
+        cands = task.candidates.get(qid)
+        if not cands:
+            raise ValueError(f"task {task.name!r}: query {qid!r} has no candidate list (task.candidates)")
+        unknown = [c for c in cands if c not in index]
+        if unknown:
+            raise ValueError(f"task {task.name!r}: candidate {unknown[0]!r} of query {qid!r} is not in the corpus")
+        drop = set(exclude.get(n, ())) if exclude else set()
+        lists.append([j for j in dict.fromkeys(index[c] for c in cands) if j not in drop])
+    width = max(1, max((len(c) for c in lists), default=1))
+    block = max(1, block_elements // (width * corpus.shape[1]))
+    rankings: list[list[str]] = []
+    for start in range(0, len(lists), block):
+        chunk = lists[start:start + block]
+        idx = torch.full((len(chunk), width), -1, dtype=torch.int64)
+        for r, c in enumerate(chunk):
+            idx[r, : len(c)] = torch.tensor(c, dtype=torch.int64)
+        emb = corpus[idx.clamp(min=0)]  # [B, M, D]
+        scores = torch.bmm(emb, queries[start:start + len(chunk)].unsqueeze(2)).squeeze(2)
+        scores[idx < 0] = -torch.inf
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :depth]
+        for row in idx.gather(1, order).tolist():
+            rankings.append([corpus_ids[j] for j in row if j >= 0])
+    return rankings
+
+
+def rank_corpus(
+    task: Any,
+    query_embeds: Embeddings,
+    corpus_embeds: Embeddings,
+    depth: int,
+    *,
+    chunk_size: int | None = None,
+    index: str = "exact",
+    show_progress: bool = False,
+) -> list[list[str]]:
+    """For every query of ``task`` (in order), the ids of its ``depth`` best corpus items, best first.
+
+    ``query_embeds``/``corpus_embeds`` are row-aligned with ``task.queries``/``task.corpus``. Uses
+    ``task.candidates`` when set (each query ranks only its own list) and removes ``task.exclude``d
+    ids. ``index`` is ``"exact"`` (streaming :func:`~gcl_hf.retrieval.search.exact_topk`) or ``"faiss"``.
+    """
+    if index not in ("exact", "faiss"):
+        raise ValueError(f"index must be 'exact' or 'faiss', got {index!r}")
+    query_ids = list(task.queries["id"])
+    corpus_ids, id_index = _corpus_index(task)
+    queries = _as_tensor(query_embeds).float()
+    if queries.shape[0] != len(query_ids):
+        raise ValueError(f"{queries.shape[0]} query embeddings for {len(query_ids)} queries of task {task.name!r}")
+    n_corpus = corpus_embeds.num_rows if isinstance(corpus_embeds, CorpusEmbeddings) else len(corpus_embeds)
+    if n_corpus != len(corpus_ids):
+        raise ValueError(f"{n_corpus} corpus embeddings for {len(corpus_ids)} corpus items of task {task.name!r}")
+    exclude = _exclusions(task, query_ids, id_index)
+    unreachable = [q for q in query_ids if not any(c in id_index for c in task.qrels.get(q, ()))]
+    if unreachable:
+        logger.warning(
+            "task %r: %d of %d queries have no relevant id in the corpus (e.g. %r); they count as misses",
+            task.name, len(unreachable), len(query_ids), unreachable[0],
+        )
+    if task.candidates is not None:
+        return _rank_candidates(task, query_ids, queries, _as_tensor(corpus_embeds).float(), id_index, corpus_ids,
+                                depth, exclude)
+    if index == "faiss":
+        _, top = faiss_topk(build_faiss_index(_pool(corpus_embeds)), queries, depth, exclude=exclude)
+    else:
+        _, top = exact_topk(queries, _pool(corpus_embeds), depth, chunk_size=chunk_size, exclude=exclude,
+                            show_progress=show_progress)
+    return [[corpus_ids[j] for j in row if j >= 0] for row in top.tolist()]
+
+
+def score_rankings(
+    task: Any, rankings: Sequence[Sequence[str]], k: Sequence[int] | int = (1, 5, 10)
+) -> dict[str, float]:
+    """The task's metric (``recall@k`` for each k, or ``precision@1``) for per-query rankings,
+    computed by the shipped `evaluate` modules, plus ``num_queries``."""
+    query_ids = list(task.queries["id"])
+    references = [sorted(task.qrels[q]) for q in query_ids]
+    predictions = [list(r) for r in rankings]
+    if task.metric in _PRECISION:
+        result = _metrics.load("precision_at_1", keep_in_memory=True).compute(
+            predictions=predictions, references=references
+        )
+    else:
+        ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
+        result = _metrics.load("recall_at_k", keep_in_memory=True).compute(
+            predictions=predictions, references=references, k=ks
+        )
+    return {**{name: float(v) for name, v in result.items()}, "num_queries": len(query_ids)}
+
+
+def _encode(model: Any, processor: Any, dataset: Any, *, cache_dir: str | os.PathLike | None, desc: str,
+            **kwargs: Any) -> Embeddings:
+    if cache_dir is None:
+        return encode_dataset(model, processor, dataset, desc=desc, **kwargs)
+    return encode_corpus(model, processor, dataset, cache_dir=cache_dir, desc=desc, **kwargs)
+
+
+def evaluate_retrieval(
+    model: Any,
+    processor: Any,
+    task: Any,
+    k: Sequence[int] | int = (1, 5, 10),
+    batch_size: int = 64,
+    *,
+    chunk_size: int | None = None,
+    index: str = "exact",
+    cache_dir: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    processor_kwargs: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Embed ``task``'s queries and corpus with ``model`` and score the retrieval.
+
+    Returns ``{"recall@1": ..., "recall@5": ..., "recall@10": ..., "num_queries": n}`` (UniIR's
+    Recall@k: a query counts when any relevant item is in its top k) or, for
+    ``task.metric == "precision_at_1"`` (MMEB), ``{"precision@1": ..., "num_queries": n}``.
+    ``index`` is ``"exact"`` (streaming exact top-k, ``chunk_size`` corpus rows at a time) or
+    ``"faiss"`` (a flat inner-product index; same results). With ``cache_dir``, embeddings are
+    cached on disk and reused (see :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`).
+    """
+    _check_task(task)
+    ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"k must be positive, got {k!r}")
+    common = dict(image_root=task.image_root, batch_size=batch_size, num_workers=num_workers, device=device,
+                  processor_kwargs=processor_kwargs, show_progress=show_progress)
+    corpus = _encode(model, processor, task.corpus, cache_dir=cache_dir, desc=f"{task.name}: corpus", **common)
+    queries = _encode(model, processor, task.queries, cache_dir=cache_dir, desc=f"{task.name}: queries", **common)
+    depth = 1 if task.metric in _PRECISION else max(ks)
+    rankings = rank_corpus(task, queries, corpus, depth, chunk_size=chunk_size, index=index,
+                           show_progress=show_progress)
+    return score_rankings(task, rankings, ks)

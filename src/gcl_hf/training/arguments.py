@@ -1,0 +1,214 @@
+"""`GCLTrainingArguments`: `TrainingArguments` plus the GCL loss, LoRA, freezing and gradient-cache settings.
+
+Every field is a command-line flag through `HfArgumentParser` (`examples/train_gcl.py`, `gcl-hf train`).
+
+Precedence of the loss settings: `pairs`, `pair_weights`, `negatives` and `objective` default to `None`,
+which keeps what the model's `GCLConfig` says (itself defaulting to the paper's six pairs, modality negatives,
+softmax). A value given here overrides the model config when `GCLTrainer` is built, and is then saved with the
+model. `fusion` is a property of the model (the "mlp" head has weights): the scripts pass it to
+`GCLModel.from_backbone`, and `GCLTrainer` only checks that the model it is given agrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from gcl_hf.modeling.configuration import FUSIONS, NEGATIVES, OBJECTIVES
+
+__all__ = ["GCLTrainingArguments", "parse_pair_weights"]
+
+IMAGE_ERRORS = ("raise", "skip")
+
+
+def parse_pair_weights(spec: str | None, pairs: list[tuple[str, str]]) -> list[float] | None:
+    """Read ``"1,1,0.5,..."`` (one weight per pair, in order) or ``"image->fused=2,fused->image=2"``
+    (named pairs; unnamed pairs weigh 1) into one float per pair of ``pairs``."""
+    if spec is None or not str(spec).strip():
+        return None
+    from gcl_hf.losses.gcl import pair_name, parse_pairs
+
+    items = [s.strip() for s in str(spec).split(",") if s.strip()]
+    names = [pair_name(p) for p in pairs]
+    if all("=" in item for item in items):
+        weights = dict.fromkeys(names, 1.0)
+        for item in items:
+            key, _, value = item.rpartition("=")
+            name = pair_name(parse_pairs(key)[0])
+            if name not in weights:
+                raise ValueError(f"pair_weights: {key!r} is not one of the trained pairs {names}")
+            weights[name] = _weight(value, item)
+        return [weights[n] for n in names]
+    if any("=" in item for item in items):
+        raise ValueError(f"pair_weights={spec!r}: use either all positional weights or all 'pair=weight' items")
+    if len(items) != len(pairs):
+        raise ValueError(f"pair_weights={spec!r} has {len(items)} weights for {len(pairs)} pairs ({', '.join(names)})")
+    return [_weight(item, item) for item in items]
+
+
+def _weight(value: str, item: str) -> float:
+    try:
+        weight = float(value)
+    except ValueError:
+        raise ValueError(f"pair_weights: {item!r} is not a number") from None
+    if not weight >= 0 or weight == float("inf"):
+        raise ValueError(f"pair_weights: {item!r} must be finite and >= 0")
+    return weight
+
+
+@dataclass
+class GCLTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for `GCLTrainer`; see the module docstring for how loss fields meet the model config."""
+
+    # --- the GCL loss (None: keep the model config's value) ---
+    pairs: str | None = field(
+        default=None,
+        metadata={"help": "Directed (anchor->target) modality pairs of the loss: 'all' (GCL's six pairs), 'clip' "
+                          "(image<->text only) or a list such as 'image->text,text->image,image->fused'. "
+                          "Default: the model config's pairs."},
+    )
+    pair_weights: str | None = field(
+        default=None,
+        metadata={"help": "Pair weights: one number per pair ('1,1,2,2,1,1') or named ('image->fused=2'); "
+                          "the loss is sum(w*L)/sum(w). Default: the model config's (all 1)."},
+    )
+    negatives: str | None = field(
+        default=None,
+        metadata={"help": "'modality' (the paper: candidates are the target modality's batch embeddings) or 'all' "
+                          "(every other batch embedding is a negative). Default: the model config's.",
+                  "choices": list(NEGATIVES)},
+    )
+    objective: str | None = field(
+        default=None,
+        metadata={"help": "'softmax' (InfoNCE, CLIP-like backbones) or 'sigmoid' (SigLIP backbones). "
+                          "Default: the model config's.", "choices": list(OBJECTIVES)},
+    )
+    fusion: str | None = field(
+        default=None,
+        metadata={"help": "How fused items are embedded when the scripts wrap a backbone: 'sum' (UniIR score "
+                          "fusion), 'mean' or 'mlp' (a learned head that starts as 'sum'). GCLTrainer checks that "
+                          "the model agrees.", "choices": list(FUSIONS)},
+    )
+    # --- memory ---
+    gradient_cache_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Gradient cache: embed the per-device batch in chunks of this many pairs (no graph kept), "
+                          "compute the loss on the whole batch, then re-embed chunk by chunk with the cached "
+                          "embedding gradients. Same gradient as one pass; memory of one chunk. Default: off."},
+    )
+    # --- what trains ---
+    train_logit_scale: bool = field(
+        default=True, metadata={"help": "Train the temperature (logit scale, and SigLIP's logit bias) or freeze it."}
+    )
+    freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower and its projection."})
+    freeze_text: bool = field(default=False, metadata={"help": "Freeze the text tower and its projection."})
+    lora_r: int | None = field(
+        default=None,
+        metadata={"help": "LoRA rank: fine-tune low-rank adapters on the backbone instead of all weights "
+                          "(ignored when a peft_config is passed to GCLTrainer). Default: full fine-tuning."},
+    )
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (adapter scale = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' inputs."})
+    lora_target_modules: str = field(
+        default="q_proj,k_proj,v_proj,out_proj",
+        metadata={"help": "Comma-separated module names that get adapters (CLIP/SigLIP attention projections by "
+                          "default; add 'fc1,fc2' for the MLPs)."},
+    )
+    # --- data ---
+    image_column: str = field(default="image", metadata={"help": "Dataset column holding the images."})
+    caption_column: str = field(default="text", metadata={"help": "Dataset column holding the captions."})
+    image_errors: str = field(
+        default="raise",
+        metadata={"help": "A missing or corrupt training image: 'raise' an error naming the row and path, or "
+                          "'skip' the pair and count it (the batch gets one pair fewer).",
+                  "choices": list(IMAGE_ERRORS)},
+    )
+    # --- robustness ---
+    nan_guard: bool = field(
+        default=True,
+        metadata={"help": "Stop with an error naming the step and the pair when the loss becomes NaN or inf."},
+    )
+    # --- retrieval evaluation (GCLTrainer(eval_tasks=...)) ---
+    retrieval_k: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated k of Recall@k for each evaluation task. Default: each task's own k."},
+    )
+    # --- Trainer defaults changed for image-caption data ---
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep the raw image/caption columns: GCLCollator decodes and tokenizes them."},
+    )
+
+    def __post_init__(self) -> None:
+        self._check_gcl_fields()
+        super().__post_init__()
+
+    def _check_gcl_fields(self) -> None:
+        if self.pairs is not None:
+            from gcl_hf.losses.gcl import parse_pairs
+
+            pairs = list(parse_pairs(self.pairs))  # raises ValueError naming the bad item
+            parse_pair_weights(self.pair_weights, pairs)
+        # without `pairs`, weights are checked against the model's pairs by GCLTrainer
+        for name, allowed in (("negatives", NEGATIVES), ("objective", OBJECTIVES), ("fusion", FUSIONS),
+                              ("image_errors", IMAGE_ERRORS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"GCLTrainingArguments.{name}={value!r}: expected one of {allowed}")
+        if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
+            raise ValueError(f"gradient_cache_chunk_size={self.gradient_cache_chunk_size}: must be >= 1 (or unset)")
+        if self.lora_r is not None and self.lora_r < 1:
+            raise ValueError(f"lora_r={self.lora_r}: the LoRA rank must be >= 1 (or unset for full fine-tuning)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if self.freeze_vision and self.freeze_text and self.lora_r is None and not self.train_logit_scale:
+            raise ValueError("freeze_vision, freeze_text and train_logit_scale=False leave nothing to train")
+        self.retrieval_ks  # noqa: B018 - validates retrieval_k
+
+    @property
+    def retrieval_ks(self) -> tuple[int, ...] | None:
+        """``retrieval_k`` as a tuple of positive ints (``None`` when unset)."""
+        if self.retrieval_k is None:
+            return None
+        try:
+            ks = tuple(int(k) for k in str(self.retrieval_k).split(",") if k.strip())
+        except ValueError:
+            raise ValueError(f"retrieval_k={self.retrieval_k!r}: expected comma-separated integers") from None
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError(f"retrieval_k={self.retrieval_k!r}: expected positive integers")
+        return ks
+
+    def lora_config(self) -> Any | None:
+        """A peft ``LoraConfig`` from the ``lora_*`` shortcuts, or ``None`` when ``lora_r`` is unset."""
+        if self.lora_r is None:
+            return None
+        from peft import LoraConfig
+
+        targets = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        if not targets:
+            raise ValueError("lora_target_modules is empty")
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=targets)
+
+    def gcl_config_updates(self, model_pairs: list[tuple[str, str]]) -> dict[str, Any]:
+        """The `GCLConfig` fields these arguments set explicitly (``{}`` when all are left at ``None``).
+
+        ``model_pairs`` are the model's current pairs, used for positional ``pair_weights`` when ``pairs`` is unset.
+        """
+        from gcl_hf.losses.gcl import parse_pairs
+
+        updates: dict[str, Any] = {}
+        pairs = list(parse_pairs(self.pairs)) if self.pairs is not None else list(model_pairs)
+        if self.pairs is not None:
+            updates["pairs"] = [list(p) for p in pairs]
+            updates["pair_weights"] = None  # weights belong to a pair list; reset unless given below
+        weights = parse_pair_weights(self.pair_weights, pairs)
+        if weights is not None:
+            updates["pair_weights"] = weights
+        if self.negatives is not None:
+            updates["negatives"] = self.negatives
+        if self.objective is not None:
+            updates["objective"] = self.objective
+        return updates

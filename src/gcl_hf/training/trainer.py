@@ -1,0 +1,498 @@
+"""`GCLTrainer`: the transformers `Trainer` for GCL fine-tuning of CLIP-like backbones.
+
+What it adds to `Trainer` (paired with `GCLTrainingArguments`, as trl pairs its configs and trainers):
+
+- the GCL loss (`GCLModel.forward(return_loss=True)`), with each directed pair's loss logged as
+  ``loss/image->text`` etc. (running means over the logging window, averaged over processes);
+- LoRA through peft (``peft_config=LoraConfig(...)`` or the ``lora_*`` argument shortcuts), the temperature
+  trainable or frozen (``train_logit_scale``), towers frozen on request;
+- the gradient cache (``gradient_cache_chunk_size``, see `gcl_hf.training.grad_cache`), including under DDP;
+- a NaN guard: a non-finite loss raises `NonFiniteLossError` naming the step and the pairs, before any update;
+- retrieval evaluation: ``eval_tasks=[RetrievalTask, ...]`` makes ``evaluate()`` report
+  ``eval_<task>_recall@5`` etc. (through `gcl_hf.retrieval.evaluation.evaluate_retrieval`).
+
+Multi-process training (``torchrun`` / ``accelerate launch``) needs nothing special: the loss gathers the
+candidates from every process, and DDP's gradient averaging then gives the one-process gradient of the
+concatenated batch (see `gcl_hf.losses.gcl`). With gradient accumulation the negatives come from one micro-batch
+(gathered over processes); use the gradient cache for a larger contrastive batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from gcl_hf.losses import distributed as _dist
+from gcl_hf.hub.adapter import load_adapter, save_adapter
+from gcl_hf.training.grad_cache import cached_gradient_step
+from gcl_hf.modeling.model import GCLModel
+from gcl_hf.training.arguments import GCLTrainingArguments
+
+__all__ = ["GCLTrainer", "NonFiniteLossError", "freeze_towers", "load_adapter", "save_adapter"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; ``step`` and ``pairs`` say when and where."""
+
+    def __init__(self, message: str, *, step: int, pairs: list[str]):
+        super().__init__(message)
+        self.step = step
+        self.pairs = pairs
+
+
+# ---------------------------------------------------------------------------------------------- freezing
+
+
+_VISION_PREFIXES = ("vision", "visual")
+_TEXT_PREFIXES = ("text",)
+
+
+def _tower_modules(backbone: nn.Module, prefixes: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
+    return [(name, child) for name, child in backbone.named_children() if name.startswith(prefixes)]
+
+
+def freeze_towers(model: GCLModel, *, vision: bool = False, text: bool = False) -> list[str]:
+    """Freeze the vision and/or text tower of the backbone (with their projections and any LoRA adapters in
+    them). Returns the names of the frozen sub-modules; raises if a requested tower is not found."""
+    backbone = model._unwrapped_backbone()
+    frozen: list[str] = []
+    for wanted, prefixes, label in ((vision, _VISION_PREFIXES, "vision"), (text, _TEXT_PREFIXES, "text")):
+        if not wanted:
+            continue
+        modules = _tower_modules(backbone, prefixes)
+        if not modules:
+            children = [n for n, _ in backbone.named_children()]
+            raise ValueError(
+                f"freeze_{label}: {type(backbone).__name__} has no sub-module named {'/'.join(prefixes)}* "
+                f"(its children: {children})"
+            )
+        for name, module in modules:
+            module.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+#: Column added to training datasets so that errors (and skips) name the dataset row, not the batch position.
+ROW_INDEX_COLUMN = "__index__"
+#: Key the trainer's collator wrapper adds to each batch: records dropped by ``image_errors="skip"``.
+SKIPPED_KEY = "num_skipped"
+
+
+class _IndexedDataset(torch.utils.data.Dataset):
+    """A map-style dataset of dict records, each with its index under ``__index__``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        record = self.dataset[index]
+        return {**record, ROW_INDEX_COLUMN: index} if isinstance(record, dict) else record
+
+
+def with_row_index(dataset: Any) -> Any:
+    """``dataset`` with a ``__index__`` column (row number) unless it has ``id`` / ``__index__`` already, so that
+    a bad image or caption is reported by its row in the dataset. Iterable datasets pass through."""
+    if dataset is None or isinstance(dataset, dict):
+        return dataset
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        if {"id", ROW_INDEX_COLUMN} & set(dataset.column_names):
+            return dataset
+        return dataset.add_column(ROW_INDEX_COLUMN, list(range(len(dataset))))
+    if isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset)):
+        return dataset
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        return _IndexedDataset(dataset)
+    return dataset
+
+
+class SkipCountingCollator:
+    """Wrap a collator and add ``num_skipped`` (records it dropped, e.g. with ``errors="skip"``) to each batch,
+    so the trainer can count skips made in dataloader worker processes."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator.collator if isinstance(collator, SkipCountingCollator) else collator
+
+    def __call__(self, records: list[Any]) -> Any:
+        batch = self.collator(records)
+        if isinstance(batch, dict):
+            sizes = [v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim > 0]
+            if sizes:
+                batch[SKIPPED_KEY] = len(records) - sizes[0]
+        return batch
+
+    def __getattr__(self, name: str) -> Any:  # expose the wrapped collator's attributes (processor, errors...)
+        if name == "collator":
+            raise AttributeError(name)
+        return getattr(self.collator, name)
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+def _as_gcl_args(args: TrainingArguments | None) -> GCLTrainingArguments:
+    if args is None:
+        return GCLTrainingArguments(output_dir="gcl-output")
+    if isinstance(args, GCLTrainingArguments):
+        return args
+    if isinstance(args, TrainingArguments):
+        raise TypeError(
+            "GCLTrainer needs GCLTrainingArguments (a TrainingArguments subclass with the GCL fields); "
+            "build one with the same keyword arguments"
+        )
+    raise TypeError(f"args must be GCLTrainingArguments, got {type(args).__name__}")
+
+
+class GCLTrainer(Trainer):
+    """`Trainer` for `GCLModel` on image–caption pairs (see the module docstring).
+
+    Args:
+        model: a `GCLModel`, a CLIP-like backbone instance, or a checkpoint name/path of one (wrapped with
+            ``GCLModel.from_backbone(..., fusion=args.fusion or "sum")``).
+        args: `GCLTrainingArguments`.
+        data_collator: defaults to ``GCLCollator.for_model(model, processing_class, ...)`` (decodes images in the
+            dataloader workers, tokenizes captions to the text tower's length).
+        train_dataset, eval_dataset: datasets of image–caption records (``image_column``, ``caption_column``);
+            an ``eval_dataset`` is scored with the GCL loss (``eval_loss`` and ``eval_loss/<pair>``).
+        processing_class: the backbone's processor (e.g. ``CLIPProcessor``), used by the default collator and
+            by retrieval evaluation, and saved with checkpoints.
+        peft_config: a peft ``LoraConfig`` applied to the backbone (trl's convention); overrides ``args.lora_*``.
+        eval_tasks: `RetrievalTask`s scored by ``evaluate()``: ``eval_<task.name>_recall@<k>``.
+        **kwargs: passed to `Trainer` (callbacks, optimizers, ...).
+    """
+
+    def __init__(
+        self,
+        model: GCLModel | PreTrainedModel | str | None = None,
+        args: GCLTrainingArguments | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        peft_config: Any = None,
+        eval_tasks: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        args = _as_gcl_args(args)
+        if args.remove_unused_columns:
+            logger.warning("remove_unused_columns=True would drop the image and caption columns before the "
+                           "collator; GCLTrainer sets it to False")
+            args.remove_unused_columns = False
+        if model is None:
+            raise ValueError("GCLTrainer needs a model (a GCLModel, a CLIP-like backbone or a checkpoint name)")
+        model = self._as_gcl_model(model, args)
+        self._configure_model(model, args, peft_config)
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("GCLTrainer needs processing_class (the backbone's processor) or a data_collator")
+            data_collator = self._default_collator(model, processing_class, args)
+        data_collator = SkipCountingCollator(data_collator)
+        train_dataset = with_row_index(train_dataset)
+        eval_dataset = with_row_index(eval_dataset)
+        self._skipped = {"train": 0, "eval": 0}
+        self.eval_tasks = list(eval_tasks or [])
+        self._pair_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._pair_counts: dict[str, int] = {"train": 0, "eval": 0}
+        self._in_evaluate = False
+
+        # Trainer refuses an eval strategy without an eval_dataset; retrieval tasks are evaluation data too.
+        restore_strategy = None
+        strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+        if self.eval_tasks and eval_dataset is None and strategy != "no":
+            restore_strategy, args.eval_strategy = args.eval_strategy, "no"
+        try:
+            super().__init__(
+                model=model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                **kwargs,
+            )
+        finally:
+            if restore_strategy is not None:
+                args.eval_strategy = restore_strategy
+        # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps, and never passes
+        # `num_items_in_batch` to the model (GCLModel.forward forwards **kwargs to the text tower).
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and self.accelerator.num_processes != launched:
+            raise RuntimeError(
+                f"{launched} processes were launched (WORLD_SIZE={launched}) but each trains alone: on a machine "
+                "without GPUs pass --use_cpu (or set ACCELERATE_USE_CPU=1) so that they form one gloo group"
+            )
+        self._check_gradient_cache_support()
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _as_gcl_model(model: Any, args: GCLTrainingArguments) -> GCLModel:
+        if isinstance(model, GCLModel):
+            return model
+        overrides = {"fusion": args.fusion} if args.fusion else {}
+        if args.objective:
+            overrides["objective"] = args.objective
+        return GCLModel.from_backbone(model, **overrides)
+
+    @staticmethod
+    def _configure_model(model: GCLModel, args: GCLTrainingArguments, peft_config: Any) -> None:
+        config = model.config
+        if args.fusion is not None and args.fusion != config.fusion:
+            raise ValueError(
+                f"args.fusion={args.fusion!r} but the model was built with fusion={config.fusion!r}; "
+                f"build it with GCLModel.from_backbone(..., fusion={args.fusion!r})"
+            )
+        updates = args.gcl_config_updates(config.pair_tuples)
+        for key, value in updates.items():
+            setattr(config, key, value)
+        config.validate_gcl()
+        if config.objective == "sigmoid" and model.logit_bias_param is None:
+            raise ValueError(
+                "objective='sigmoid' needs a logit bias: use a SigLIP backbone or build the model with "
+                "GCLModel.from_backbone(..., objective='sigmoid')"
+            )
+        if updates:
+            logger.info("GCL loss settings from the training arguments: %s", updates)
+
+        lora = peft_config if peft_config is not None else args.lora_config()
+        if lora is not None:
+            model.apply_lora(lora, train_logit_scale=args.train_logit_scale)
+        else:
+            model.log_logit_scale_param.requires_grad_(args.train_logit_scale)
+            if model.logit_bias_param is not None:
+                model.logit_bias_param.requires_grad_(args.train_logit_scale)
+        freeze_towers(model, vision=args.freeze_vision, text=args.freeze_text)
+        if model.fusion_head is not None and not any("fused" in pair for pair in config.pair_tuples):
+            # no pair uses fused embeddings: the head would get no gradient (and DDP would wait for one)
+            model.fusion_head.requires_grad_(False)
+            logger.info("no loss pair uses fused embeddings: the 'mlp' fusion head is frozen")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("no trainable parameters left (check freeze_vision / freeze_text / train_logit_scale)")
+
+    @staticmethod
+    def _default_collator(model: GCLModel, processor: Any, args: GCLTrainingArguments) -> Any:
+        from gcl_hf.data.collator import GCLCollator
+
+        # for_model: captions truncated to what the text tower accepts; SigLIP's fixed-length padding
+        return GCLCollator.for_model(model, processor, image_column=args.image_column,
+                                     text_column=args.caption_column, errors=args.image_errors)
+
+    def _check_gradient_cache_support(self) -> None:
+        if not self.args.gradient_cache_chunk_size:
+            return
+        from accelerate.utils import DistributedType
+
+        unsupported = {DistributedType.DEEPSPEED: "DeepSpeed", DistributedType.FSDP: "FSDP",
+                       DistributedType.XLA: "XLA", DistributedType.MEGATRON_LM: "Megatron-LM"}
+        kind = unsupported.get(self.accelerator.distributed_type)
+        if kind is not None:
+            raise ValueError(f"gradient_cache_chunk_size works with single-device and DDP training, not {kind}")
+        if self.args.n_gpu > 1:
+            raise ValueError("gradient_cache_chunk_size does not support DataParallel (n_gpu > 1); launch one "
+                             "process per GPU with torchrun or accelerate launch")
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """The GCL loss of the batch; records per-pair losses and applies the NaN guard in training."""
+        mode = "train" if model.training else "eval"
+        self._skipped[mode] += int(inputs.pop(SKIPPED_KEY, 0) or 0)
+        outputs = model(**inputs, return_loss=True)
+        loss = outputs.loss
+        if mode == "train":
+            self._guard(loss, outputs.pair_losses or {})
+        self._record(mode, outputs.pair_losses or {})
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        """Trainer's step, or with ``gradient_cache_chunk_size`` the gradient-cache step (same gradient)."""
+        chunk = self.args.gradient_cache_chunk_size
+        if not chunk:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        self._skipped["train"] += int(inputs.pop(SKIPPED_KEY, 0) or 0)
+        # Inside Trainer's own no_sync (accumulation micro-batches) DDP already skips the all-reduce.
+        no_sync = model.no_sync if getattr(model, "require_backward_grad_sync", False) else None
+        steps = self.current_gradient_accumulation_steps
+        with self.compute_loss_context_manager():
+            out = cached_gradient_step(
+                model,
+                inputs,
+                chunk,
+                gcl_model=self.model,
+                loss_scale=1.0 / steps,
+                backward=self.accelerator.backward,
+                no_sync=no_sync,
+                check_loss=self._guard,
+            )
+        self._record("train", out.pair_losses)
+        return out.loss / steps
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The GCL loss of an evaluation batch (there are no labels: the pairing is the target)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ NaN guard
+    def _guard(self, loss: torch.Tensor, pair_losses: dict[str, torch.Tensor]) -> None:
+        if not self.args.nan_guard:
+            return
+        names = list(pair_losses)
+        values = torch.stack([loss.detach().float().reshape(())] +
+                             [pair_losses[n].detach().float().reshape(()).to(loss.device) for n in names])
+        local_bad = ~torch.isfinite(values)
+        bad = local_bad.float()
+        if _dist.is_distributed():  # every process stops together, none hangs in the next collective
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if not bool(bad.any()):
+            return
+        step = self.state.global_step + 1
+        flagged = [n for n, flag in zip(names, bad[1:].tolist()) if flag]
+        shown = ", ".join(
+            f"{n} = {pair_losses[n].item():g}" if local_bad[1 + names.index(n)] else f"{n} (on another process)"
+            for n in flagged
+        ) or f"total = {values[0].item():g} (every pair finite: check pair_weights)"
+        where = f" on process {_dist.rank()}" if _dist.is_distributed() else ""
+        epoch = f", epoch {self.state.epoch:.2f}" if self.state.epoch is not None else ""
+        raise NonFiniteLossError(
+            f"GCL loss is not finite at training step {step}{epoch}{where}: {shown}. Training stopped before "
+            "this update. Usual causes: a learning rate too high for the temperature or the towers, fp16 "
+            "overflow (try bf16), or corrupt inputs in this batch. Set nan_guard=False to train through it.",
+            step=step,
+            pairs=flagged,
+        )
+
+    # ------------------------------------------------------------------ per-pair logging
+    def _record(self, mode: str, pair_losses: dict[str, torch.Tensor]) -> None:
+        if not pair_losses:
+            return
+        sums = self._pair_sums[mode]
+        for name, value in pair_losses.items():
+            value = value.detach().float().reshape(())
+            sums[name] = sums[name] + value if name in sums else value.clone()
+        self._pair_counts[mode] += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the running mean of each pair's loss (``loss/<pair>``; ``eval_loss/<pair>`` in evaluation) and,
+        in training logs, the number of records skipped so far (``skipped_records``, all processes)."""
+        mode = "eval" if (self._in_evaluate or not self.model.training) else "train"
+        sums, count = self._pair_sums[mode], self._pair_counts[mode]
+        names = list(sums) if count else []
+        values = [sums[n] / count for n in names]
+        count_skips = mode == "train" and "loss" in logs
+        if count_skips:
+            values.append(torch.tensor(float(self._skipped["train"]), device=self.args.device))
+        if values:
+            packed = torch.stack([v.float().to(self.args.device) for v in values])
+            if _dist.is_distributed():  # every process logs at the same steps: a symmetric collective
+                torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+            packed = packed.tolist()
+            prefix = "eval_loss/" if mode == "eval" else "loss/"
+            logs.update({f"{prefix}{n}": v / _dist.world_size() for n, v in zip(names, packed)})
+            if count_skips and packed[-1] > 0:
+                logs["skipped_records"] = int(packed[-1])
+            self._pair_sums[mode], self._pair_counts[mode] = {}, 0
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """The GCL loss on ``eval_dataset`` (if any) and the retrieval metrics of ``eval_tasks`` (if any)."""
+        if eval_dataset is None and self.eval_dataset is None and not self.eval_tasks:
+            raise ValueError("evaluate() needs an eval_dataset or eval_tasks")
+        metrics: dict[str, float] = {}
+        self._in_evaluate = True
+        try:
+            if eval_dataset is not None or self.eval_dataset is not None:
+                metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+            if self.eval_tasks:
+                retrieval = self.evaluate_retrieval(metric_key_prefix=metric_key_prefix)
+                self.log(dict(retrieval))
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, retrieval)
+                metrics.update(retrieval)
+        finally:
+            self._in_evaluate = False
+        return metrics
+
+    def evaluate_retrieval(
+        self, tasks: Sequence[Any] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Score each `RetrievalTask` with `gcl_hf.retrieval.evaluation.evaluate_retrieval` (``k``: ``args.retrieval_k`` or
+        the task's own); keys ``<prefix>_<task.name>_<metric>``, e.g. ``eval_mscoco_task0_recall@5``.
+        Every process computes the same numbers (no collective), so all processes agree on the best model."""
+        from gcl_hf.retrieval.evaluation import evaluate_retrieval
+
+        if self.processing_class is None:
+            raise ValueError("retrieval evaluation needs processing_class (the backbone's processor)")
+        tasks = self.eval_tasks if tasks is None else list(tasks)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        results: dict[str, float] = {}
+        try:
+            for task in tasks:
+                scores = evaluate_retrieval(
+                    model,
+                    self.processing_class,
+                    task,
+                    k=self.args.retrieval_ks or tuple(getattr(task, "k", (1, 5, 10))),
+                    batch_size=self.args.per_device_eval_batch_size,
+                    num_workers=self.args.dataloader_num_workers,
+                    show_progress=not self.args.disable_tqdm and self.is_local_process_zero(),
+                )
+                name = str(task.name).replace(" ", "_")
+                results.update({f"{metric_key_prefix}_{name}_{key}": float(value) for key, value in scores.items()
+                                if isinstance(value, (int, float))})
+        finally:
+            model.train(was_training)
+        return results
+
+    # ------------------------------------------------------------------ saving
+    def save_adapter(self, output_dir: str | os.PathLike | None = None) -> str:
+        """Save the LoRA adapter plus the other trained weights and the GCL settings (`gcl_hf.hub.adapter.save_adapter`)
+        to ``output_dir`` (default ``args.output_dir/adapter``), on the main process. Returns the directory."""
+        directory = os.fspath(output_dir) if output_dir is not None else os.path.join(self.args.output_dir, "adapter")
+        if self.args.should_save:
+            save_adapter(self.model, directory)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(directory)
+        if _dist.is_distributed():
+            torch.distributed.barrier()
+        return directory
