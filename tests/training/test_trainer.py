@@ -280,7 +280,10 @@ class _PoisonFusionHead(TrainerCallback):
 
 
 def test_nan_guard_names_the_step_and_the_pairs(tmp_path):
-    trainer = GCLTrainer(GCLModel.from_backbone(tiny_clip(), fusion="mlp"), _args(tmp_path, max_steps=4),
+    # per-pair negatives keep a NaN fused embedding out of the image<->text terms (with the default, Eq. 2, every
+    # term's softmax also sums over the fused items, so all six pairs would be NaN)
+    trainer = GCLTrainer(GCLModel.from_backbone(tiny_clip(), fusion="mlp"),
+                         _args(tmp_path, max_steps=4, negatives="modality"),
                          train_dataset=dataset(), processing_class=tiny_processor(), callbacks=[_PoisonFusionHead(3)])
     with pytest.raises(NonFiniteLossError) as info:
         trainer.train()

@@ -119,30 +119,23 @@ def default_num_workers() -> int:
 
 
 def build_model(model_args: ModelArguments, training_args: Any):
-    """A `GCLModel` from a saved GCL directory, or wrapping a backbone checkpoint (``fusion`` / ``objective``
-    from the training arguments; SigLIP-like backbones with a ``logit_bias`` default to ``objective="sigmoid"``)."""
-    import torch
-    from transformers import AutoConfig, AutoModel
+    """A `GCLModel` from a saved GCL directory, or wrapping a backbone checkpoint with
+    ``GCLModel.from_backbone(..., **training_args.model_overrides())`` (which also decides what the backbone
+    implies, e.g. SigLIP's sigmoid objective)."""
+    from transformers import AutoConfig
 
+    from gcl_hf.modeling.loading import load_backbone
     from gcl_hf.modeling.model import GCLModel
 
     kwargs: dict[str, Any] = {"revision": model_args.revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.revision)
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.revision,
+                                        trust_remote_code=False)
     if config.model_type == "gcl":
         return GCLModel.from_pretrained(model_args.model_name_or_path, **kwargs)
-    backbone = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
-    overrides: dict[str, Any] = {}
-    if training_args.fusion:
-        overrides["fusion"] = training_args.fusion
-    objective = training_args.objective
-    if objective is None and isinstance(getattr(backbone, "logit_bias", None), torch.nn.Parameter):
-        objective = "sigmoid"
-        logger.info("%s has a logit_bias (SigLIP-like): using objective='sigmoid'", type(backbone).__name__)
-    if objective:
-        overrides["objective"] = objective
-    return GCLModel.from_backbone(backbone, **overrides)
+    backbone = load_backbone(model_args.model_name_or_path, **kwargs)
+    return GCLModel.from_backbone(backbone, **training_args.model_overrides())
 
 
 def _load_eval_tasks(data_args: DataArguments) -> list[Any]:

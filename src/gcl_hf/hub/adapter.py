@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from gcl_hf.modeling.configuration import LOSS_FIELDS
 from gcl_hf.modeling.model import GCLModel, is_peft_model
 
 __all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_WEIGHTS_FILES", "GCL_EXTRA_WEIGHTS_FILE", "GCL_SETTINGS",
@@ -38,7 +39,6 @@ GCL_EXTRA_WEIGHTS_FILE = "gcl_extra.safetensors"
 GCL_SETTINGS = ("fusion", "fusion_hidden_size", "pairs", "pair_weights", "negatives", "objective",
                 "logit_scale_init", "logit_bias_init")
 #: Settings a loaded adapter sets on the model it is attached to (they only change the loss).
-_LOSS_SETTINGS = ("pairs", "pair_weights", "negatives", "objective")
 _BACKBONE_EXTRAS = ("logit_scale", "logit_bias")
 
 
@@ -141,9 +141,7 @@ def load_adapter(
         if settings.get("fusion", model.config.fusion) != model.config.fusion:
             raise ValueError(f"{where}/{GCL_SETTINGS_FILE}: adapter trained with fusion={settings['fusion']!r}, "
                              f"the model has fusion={model.config.fusion!r}")
-        for key in _LOSS_SETTINGS:
-            if key in settings:
-                setattr(model.config, key, settings[key])
+        model.config.update_loss_settings(**{k: settings[k] for k in LOSS_FIELDS if k in settings})
 
     lora_config = PeftConfig.from_pretrained(str(directory))
     lora_config.inference_mode = not is_trainable

@@ -17,11 +17,7 @@ from gcl_hf.hub.adapter import (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILES, GCL_
                                 load_adapter, read_settings)
 from gcl_hf.modeling.model import GCLModel
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-class UnsafeWeightsError(OSError):
-    """A repo offers only pickle weights (``.bin``/``.pt``/...), which can run code when loaded."""
+from gcl_hf.modeling.loading import PICKLE_SUFFIXES, UnsafeWeightsError, load_backbone
 
 
 def _version() -> str:
@@ -70,14 +66,11 @@ def load(
     weights = ("adapter_model",) if detected == "adapter" else ("model",)
     _check_weights(files, weights, where, allow_pickle)
     hub_kwargs: dict[str, Any] = {} if local else {"revision": sha, "token": token, "cache_dir": cache_dir}
-    use_safetensors = None if allow_pickle else True
 
     if detected == "full":
-        model = GCLModel.from_pretrained(source, use_safetensors=use_safetensors, **hub_kwargs)
+        model = GCLModel.from_pretrained(source, allow_pickle=allow_pickle, **hub_kwargs)
     elif detected == "backbone":
-        from transformers import AutoModel
-
-        backbone = AutoModel.from_pretrained(source, use_safetensors=use_safetensors, **hub_kwargs)
+        backbone = load_backbone(source, allow_pickle=allow_pickle, **hub_kwargs)
         model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     else:
         model = _load_adapter(files, fetch, where, allow_pickle, token, cache_dir)
@@ -117,8 +110,6 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
                   cache_dir: Any) -> GCLModel:
     """The base model named in ``adapter_config.json``, wrapped with the saved GCL settings, with the adapter
     directory attached (its files fetched from one snapshot, so they sit together in one local directory)."""
-    from transformers import AutoModel
-
     weights = [f for f in ADAPTER_WEIGHTS_FILES if f in files][:1]  # safetensors when there (see _check_weights)
     for filename in (*weights, GCL_SETTINGS_FILE, GCL_EXTRA_WEIGHTS_FILE):
         if filename in files:
@@ -135,8 +126,8 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
         _check_weights([s.rfilename for s in base_info.siblings or []], ("model",),
                        f"base model {base_id}@{base_revision or 'main'}", allow_pickle)
         base_revision = base_info.sha
-    backbone = AutoModel.from_pretrained(base_id, revision=base_revision, token=token, cache_dir=cache_dir,
-                                         use_safetensors=None if allow_pickle else True)
+    backbone = load_backbone(base_id, revision=base_revision, token=token, cache_dir=cache_dir,
+                             allow_pickle=allow_pickle)
     model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     return load_adapter(model, config_path.parent, is_trainable=True, name=where)
 

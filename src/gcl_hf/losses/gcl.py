@@ -1,195 +1,78 @@
-"""The Generalized Contrastive Learning loss (SPEC §2).
+"""The Generalized Contrastive Learning loss as a plain tensor function.
 
-Each image–caption pair n gives three L2-normalised embeddings — image `i_n`, text `t_n`,
-fused `f_n` — and the loss contrasts modalities with each other inside the mini-batch over a
-list of directed (anchor, target) *pairs*; `ALL_PAIRS` (the six directed pairs) is GCL and
-`CLIP_PAIRS` is CLIP's loss.
+Each image–caption pair n gives three L2-normalised embeddings — image `i_n`, text `t_n`, fused `f_n` — and
+the loss contrasts modalities with each other inside the mini-batch over a list of directed (anchor, target)
+*pairs*. `ALL_PAIRS` (the six directed pairs) is GCL; `CLIP_PAIRS` is CLIP's loss. The settings (pairs, pair
+weights, negatives, objective) are parsed by `gcl_hf.losses.settings`, which also says how an unset
+`negatives` is resolved: the defaults are the paper's.
 
 Options
-- `negatives="modality"` (GCL): for a pair (a, b), anchor `a_n` is scored against the N
-  embeddings of modality b; `L_ab = mean_n CE(softmax_k(scale·a_n·b_k), n)`.
-- `negatives="all"`: anchor `a_n` is scored against every embedding of the modalities named in
-  `pairs` (for `ALL_PAIRS`: all 3N batch embeddings) except itself; each pair (a, b) adds the
-  term `-log softmax(...)[b_n]` per anchor, so with `ALL_PAIRS` the loss is the mean of 6N
-  (anchor, positive) terms. With a subset of pairs the candidate set is the union of the
-  modalities those pairs name (e.g. `CLIP_PAIRS` → images and texts, 2N − 1 candidates) and
-  only the listed (anchor, positive) terms are scored.
+- `negatives="all"` (the paper's Eq. 2, the default for GCL's pairs): anchor `a_n` is scored against every
+  embedding of the modalities named in `pairs` (for `ALL_PAIRS`: all 3N batch embeddings) except itself, in
+  one softmax; each pair (a, b) adds the term `-log softmax(...)[b_n]` per anchor, so with `ALL_PAIRS` the loss
+  is `-1/(6N) Σ_n Σ_(a,b) log exp(s·a_n·b_n) / Σ_m Σ_k exp(s·a_n·m_k)` (the anchor's similarity to itself left
+  out). With a subset of pairs the candidate set is the union of the modalities those pairs name (e.g. only
+  images and fused items for `[("image", "fused")]`) and only the listed (anchor, positive) terms are scored.
+- `negatives="modality"` (the per-pair ablation, and CLIP's loss for `CLIP_PAIRS`): six separate InfoNCE
+  terms; for a pair (a, b), anchor `a_n` is scored against the N embeddings of modality b only,
+  `L_ab = mean_n CE(softmax_k(s·a_n·b_k), n)`. With `CLIP_PAIRS` this is exactly CLIP's loss.
 - `objective="sigmoid"` (SigLIP backbones, `negatives="modality"` only): a pair (a, b) costs
-  `-(1/N) Σ_n Σ_k log σ(z_nk·(scale·a_n·b_k + bias))`, z = +1 on the diagonal, −1 elsewhere,
-  exactly SiglipModel's loss (`pairs=[("text", "image")]`; the value is symmetric in a, b).
-  `negatives="all"` with the sigmoid objective is rejected: the "other views as positives
-  in one softmax" construction has no sigmoid counterpart.
-- The total is `Σ_p w_p·L_p / Σ_p w_p` (weights default to 1). `logit_bias` is used by the
-  sigmoid objective only (a constant added to every softmax logit cancels exactly).
+  `-(1/N) Σ_n Σ_k log σ(z_nk·(s·a_n·b_k + bias))`, z = +1 on the diagonal, −1 elsewhere, exactly
+  SiglipModel's loss (`pairs=[("text", "image")]`; the value is symmetric in a, b). The "all in one softmax"
+  construction has no sigmoid counterpart, so `negatives="all"` with the sigmoid objective is rejected.
+- The total is `Σ_p w_p·L_p / Σ_p w_p` (weights default to 1). `logit_bias` is used by the sigmoid objective
+  only (a constant added to every softmax logit cancels exactly).
 
-Efficiency: each N×N similarity block is computed once. On one process the pairs (a, b) and
-(b, a) share one matrix (its transpose), so `ALL_PAIRS` costs three matmuls; `negatives="all"`
-costs one (3N × 3N) matmul and one log-sum-exp per row. Half-precision logits are upcast to
-float32 before the softmax/sigmoid.
+Efficiency: each N×N similarity block is computed once. On one process the pairs (a, b) and (b, a) share one
+matrix (its transpose), so `ALL_PAIRS` with modality negatives costs three matmuls; `negatives="all"` costs one
+(3N × 3N) matmul and one log-sum-exp per row. Half-precision logits are upcast to float32 before the
+softmax/sigmoid.
 
-Multiple processes (`torch.distributed` initialised, world size R > 1): the *candidates* are
-gathered from every process with gradient (`gcl_hf.losses.distributed.gather_with_grad`, one
-collective per call), the *anchors* stay local, and the targets of local item i are at
-`rank × N_local + i` among the gathered candidates. The sigmoid objective then uses every
-gathered candidate as a negative (the all-gather form of SigLIP's chunked loss; same value).
-Every process must have the same local batch size (a `ValueError` otherwise).
+Multiple processes (`group`, default the global process group, has R > 1 processes): the *candidates* are
+gathered from every process with gradient (`gcl_hf.losses.distributed.gather_with_grad`, one collective per
+call), the *anchors* stay local, and the targets of local item i are at `rank × N_local + i` among the gathered
+candidates. The sigmoid objective then uses every gathered candidate as a negative (the all-gather form of
+SigLIP's chunked loss; same value). Every process must have the same local batch size (a `ValueError`
+otherwise).
 
-- Loss: each process returns the mean over *its* anchors, so the mean of the R losses equals
-  the one-process loss on the concatenated batch.
-- Gradients: the gather's backward sums, over processes, the gradients reaching each local
-  embedding, so each process's embeddings receive `R ×` the one-process gradient of that
-  embedding; DDP then *averages* parameter gradients over processes, which divides by R: the
-  parameter gradients equal those of one process on the concatenated batch. A parameter used
-  on every process outside the gather (the `logit_scale`) gets `∂L_r/∂s` on process r, and
-  DDP's average of those is again the one-process gradient. (Asserted by
-  `tests/test_loss_distributed.py` with two real processes.)
+- Loss: each process returns the mean over *its* anchors, so the mean of the R losses equals the one-process
+  loss on the concatenated batch.
+- Gradients: the gather's backward sums, over processes, the gradients reaching each local embedding, so each
+  process's embeddings receive `R ×` the one-process gradient of that embedding; DDP then *averages* parameter
+  gradients over processes, which divides by R: the parameter gradients equal those of one process on the
+  concatenated batch. A parameter used on every process outside the gather (the `logit_scale`) gets `∂L_r/∂s`
+  on process r, and DDP's average of those is again the one-process gradient.
 
-Gradient accumulation: negatives come from one micro-batch only (on every process, gathered
-across processes). Accumulating K micro-batches averages K contrastive losses of the
-micro-batch size; it does *not* give the loss of a K× larger contrastive batch (fewer
-negatives, a different value and gradient). To enlarge the contrastive batch beyond memory,
-use the gradient cache (`gradient_cache_chunk_size`), which computes this loss on the whole
-batch exactly.
+Gradient accumulation: negatives come from one micro-batch only (on every process, gathered across
+processes). Accumulating K micro-batches averages K contrastive losses of the micro-batch size; it does *not*
+give the loss of a K× larger contrastive batch (fewer negatives, a different value and gradient). To enlarge
+the contrastive batch beyond memory, use the gradient cache (`gradient_cache_chunk_size`), which computes this
+loss on the whole batch exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Union
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from gcl_hf.losses import distributed as _dist
+from gcl_hf.losses.settings import (ALL_PAIRS, CLIP_PAIRS, MODALITY_NAMES, NEGATIVES, OBJECTIVES, LossSettings, Pair,
+                                    PairsLike, pair_name, parse_pairs)
 
 __all__ = [
-    "MODALITY_NAMES",
     "ALL_PAIRS",
     "CLIP_PAIRS",
+    "MODALITY_NAMES",
     "NEGATIVES",
     "OBJECTIVES",
-    "Pair",
+    "gcl_loss",
+    "gcl_loss_from_settings",
     "pair_name",
     "parse_pairs",
-    "gcl_loss",
 ]
-
-Pair = tuple[str, str]
-PairsLike = Union[str, Sequence[Union[str, Sequence[str]]]]
-
-MODALITY_NAMES: tuple[str, str, str] = ("image", "text", "fused")
-ALL_PAIRS: tuple[Pair, ...] = (
-    ("image", "text"),
-    ("text", "image"),
-    ("image", "fused"),
-    ("fused", "image"),
-    ("text", "fused"),
-    ("fused", "text"),
-)
-CLIP_PAIRS: tuple[Pair, ...] = (("image", "text"), ("text", "image"))
-NEGATIVES: tuple[str, ...] = ("modality", "all")
-OBJECTIVES: tuple[str, ...] = ("softmax", "sigmoid")
-
-_ALIASES = {"image": "image", "img": "image", "i": "image",
-            "text": "text", "txt": "text", "t": "text",
-            "fused": "fused", "f": "fused"}
-_PRESETS = {"all": ALL_PAIRS, "gcl": ALL_PAIRS, "clip": CLIP_PAIRS}
-_SEPARATORS = ("->", ":", "-")
-
-
-def pair_name(pair: Pair) -> str:
-    """`("image", "text")` → `"image->text"` (the key of per-pair losses in logs)."""
-    return f"{pair[0]}->{pair[1]}"
-
-
-def _modality(name: object, where: str) -> str:
-    key = str(name).strip().lower() if isinstance(name, str) else None
-    if key not in _ALIASES:
-        raise ValueError(f"unknown modality {name!r} in {where}; expected one of {MODALITY_NAMES}")
-    return _ALIASES[key]
-
-
-def _parse_pair_string(item: str, where: str) -> Pair:
-    for sep in _SEPARATORS:
-        if sep in item:
-            parts = item.split(sep)
-            if len(parts) != 2:
-                break
-            return _modality(parts[0], where), _modality(parts[1], where)
-    raise ValueError(
-        f"cannot read pair {item!r} in {where}; write it as 'anchor->target' (or 'anchor-target'), "
-        f"e.g. 'image->text'"
-    )
-
-
-def parse_pairs(spec: PairsLike) -> tuple[Pair, ...]:
-    """Normalise a pair specification into a tuple of (anchor, target) modality names.
-
-    Accepts `"all"` (or `"gcl"`) → `ALL_PAIRS`, `"clip"` → `CLIP_PAIRS`, a comma-separated
-    string such as `"image-text,text->image"` (aliases `i`/`img`, `t`/`txt`, `f`), or a
-    sequence whose items are `("image", "text")` tuples or `"image->text"` strings.
-    Raises `ValueError` for unknown names, a pair with the same modality twice, a duplicate
-    pair, or an empty list.
-    """
-    if isinstance(spec, str):
-        text = spec.strip().lower()
-        if text in _PRESETS:
-            return _PRESETS[text]
-        items: list = [s for s in (p.strip() for p in text.split(",")) if s]
-        if not items:
-            raise ValueError(f"empty pair specification {spec!r}")
-    elif isinstance(spec, Sequence):
-        items = list(spec)
-        if len(items) == 2 and all(isinstance(x, str) and x.strip().lower() in _ALIASES for x in items):
-            items = [tuple(items)]  # a single bare pair such as ("image", "text")
-    else:
-        raise ValueError(f"pairs must be a string or a sequence of pairs, got {type(spec).__name__}")
-    if not items:
-        raise ValueError("pairs is empty: give at least one (anchor, target) pair")
-    out: list[Pair] = []
-    for idx, item in enumerate(items):
-        where = f"pairs[{idx}]"
-        if isinstance(item, str):
-            pair = _parse_pair_string(item, where)
-        elif isinstance(item, Sequence) and len(item) == 2:
-            pair = (_modality(item[0], where), _modality(item[1], where))
-        else:
-            raise ValueError(f"{where} = {item!r} is not a pair; expected ('image', 'text') or 'image->text'")
-        if pair[0] == pair[1]:
-            raise ValueError(f"{where} = {item!r} contrasts {pair[0]!r} with itself; a pair needs two modalities")
-        if pair in out:
-            raise ValueError(f"{where} = {item!r} repeats pair {pair_name(pair)}; use pair_weights to weight it")
-        out.append(pair)
-    return tuple(out)
-
-
-def _check_weights(pair_weights: Sequence[float] | Mapping[str, float] | None, pairs: tuple[Pair, ...]) -> list[float]:
-    if pair_weights is None:
-        return [1.0] * len(pairs)
-    if isinstance(pair_weights, Mapping):
-        names = {pair_name(p) for p in pairs}
-        unknown = [k for k in pair_weights if k not in names]
-        if unknown:
-            raise ValueError(f"pair_weights names pairs not in pairs: {unknown}; pairs are {sorted(names)}")
-        weights = [pair_weights.get(pair_name(p), 1.0) for p in pairs]
-    else:
-        weights = list(pair_weights)
-        if len(weights) != len(pairs):
-            raise ValueError(
-                f"pair_weights has {len(weights)} entries but pairs has {len(pairs)} "
-                f"({', '.join(pair_name(p) for p in pairs)})"
-            )
-    try:
-        weights = [float(w) for w in weights]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"pair_weights must be numbers, got {pair_weights!r}") from err
-    for p, w in zip(pairs, weights):
-        if not w >= 0.0 or w == float("inf"):  # also catches NaN
-            raise ValueError(f"pair weight for {pair_name(p)} must be finite and >= 0, got {w}")
-    if sum(weights) <= 0.0:
-        raise ValueError(f"pair_weights sum to zero ({weights}); at least one pair needs a positive weight")
-    return weights
-
 
 def _check_embeds(given: dict[str, torch.Tensor | None], pairs: tuple[Pair, ...]) -> dict[str, torch.Tensor]:
     used = [m for m in MODALITY_NAMES if any(m in p for p in pairs)]
@@ -321,40 +204,65 @@ def gcl_loss(
     *,
     pairs: PairsLike = ALL_PAIRS,
     pair_weights: Sequence[float] | Mapping[str, float] | None = None,
-    negatives: str = "modality",
+    negatives: str | None = None,
     objective: str = "softmax",
     logit_bias: float | torch.Tensor | None = None,
     return_pair_losses: bool = False,
+    group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The GCL loss over directed modality pairs (see the module docstring for the maths).
 
+    Reference: Lee et al., "Generalized Contrastive Learning for Universal Multimodal Retrieval", NeurIPS 2025
+    (arXiv 2509.25638), Eq. 2.
+
     Args:
-        image_embeds, text_embeds, fused_embeds: L2-normalised `[N, D]` tensors, same shape,
-            device and dtype; any may be `None` if no pair uses it. Row n of each is item n.
-        logit_scale: the multiplier (CLIP's `logit_scale.exp()`), a float or one-element
-            tensor (the gradient flows into it).
+        image_embeds, text_embeds, fused_embeds: L2-normalised `[N, D]` tensors, same shape, device and dtype;
+            any may be `None` if no pair uses it. Row n of each is item n.
+        logit_scale: the multiplier (CLIP's `logit_scale.exp()`), a float or one-element tensor (the gradient
+            flows into it).
         pairs: (anchor, target) modality pairs, or a string for `parse_pairs` ("all", "clip",
             "image->text,text->image").
-        pair_weights: one non-negative weight per pair, or a mapping "image->text" → weight
-            (pairs it omits weigh 1); the total is `Σ w_p L_p / Σ w_p`.
-        negatives: "modality" (candidates = the target modality's N embeddings) or "all"
-            (candidates = every embedding of the modalities in `pairs` except the anchor).
+        pair_weights: one non-negative weight per pair, or a mapping "image->text" → weight (pairs it omits weigh
+            1); the total is `Σ w_p L_p / Σ w_p`.
+        negatives: "all" (one softmax over every embedding of the pairs' modalities except the anchor: Eq. 2),
+            "modality" (a separate InfoNCE per pair over the target modality), or `None`: "all" when a pair
+            involves the fused modality and the objective is softmax, else "modality" (so `CLIP_PAIRS` alone is
+            CLIP's loss).
         objective: "softmax" (InfoNCE / CLIP) or "sigmoid" (SigLIP; modality negatives only).
         logit_bias: SigLIP's bias (sigmoid objective; ignored by softmax where it cancels).
         return_pair_losses: also return `{"image->text": detached loss, ...}`.
+        group: the process group whose members contribute negatives (default: the global group when
+            `torch.distributed` is initialised; a single process otherwise).
 
     Returns:
-        The scalar loss (float32 for half-precision inputs), or `(loss, pair_losses)`.
-        Under `torch.distributed` it is this process's local mean (see module docstring).
+        The scalar loss (float32 for half-precision inputs), or `(loss, pair_losses)`. With several processes
+        it is this process's local mean (see the module docstring).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from gcl_hf import gcl_loss
+        >>> i, t = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+        >>> loss = gcl_loss(i, t, F.normalize(i + t, dim=-1), logit_scale=100.0)  # the paper's Eq. 2
     """
-    pairs_t = parse_pairs(pairs)
-    if negatives not in NEGATIVES:
-        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if objective == "sigmoid" and negatives == "all":
-        raise ValueError('objective="sigmoid" supports negatives="modality" only (negatives="all" is softmax-only)')
-    weights = _check_weights(pair_weights, pairs_t)
+    settings = LossSettings.parse(pairs, pair_weights, negatives, objective)
+    return gcl_loss_from_settings(settings, image_embeds, text_embeds, fused_embeds, logit_scale,
+                                  logit_bias=logit_bias, return_pair_losses=return_pair_losses, group=group)
+
+
+def gcl_loss_from_settings(
+    settings: LossSettings,
+    image_embeds: torch.Tensor | None,
+    text_embeds: torch.Tensor | None,
+    fused_embeds: torch.Tensor | None,
+    logit_scale: float | torch.Tensor,
+    *,
+    logit_bias: float | torch.Tensor | None = None,
+    return_pair_losses: bool = False,
+    group: dist.ProcessGroup | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`gcl_loss` with settings already parsed (what `GCLModel` calls on every step)."""
+    pairs_t, negatives, objective = settings.pairs, settings.negatives, settings.objective
+    weights = list(settings.weights)
     emb = _check_embeds({"image": image_embeds, "text": text_embeds, "fused": fused_embeds}, pairs_t)
     first = next(iter(emb.values()))
     device, n = first.device, first.shape[0]
@@ -363,14 +271,14 @@ def gcl_loss(
     if objective == "sigmoid" and logit_bias is not None:
         bias = _as_scalar(logit_bias, "logit_bias", device)
 
-    distributed = _dist.is_distributed()
-    offset = _dist.rank() * n if distributed else 0
+    distributed = _dist.is_distributed(group)
+    offset = _dist.rank(group) * n if distributed else 0
     if negatives == "all":
         cand_mods = [m for m in MODALITY_NAMES if m in emb]
     else:
         cand_mods = [m for m in MODALITY_NAMES if any(p[1] == m for p in pairs_t)]
     if distributed:  # one collective for every candidate modality: [n, M·D] → [R·n, M·D]
-        gathered = _dist.gather_with_grad(torch.cat([emb[m] for m in cand_mods], dim=1))
+        gathered = _dist.gather_with_grad(torch.cat([emb[m] for m in cand_mods], dim=1), group)
         cand = dict(zip(cand_mods, gathered.split(first.shape[1], dim=1)))
     else:
         cand = emb

@@ -8,16 +8,11 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-FUSIONS = ("sum", "mean", "mlp")
-NEGATIVES = ("modality", "all")
-OBJECTIVES = ("softmax", "sigmoid")
-_MODALITIES = ("image", "text", "fused")
-#: The six ordered (anchor, target) pairs of the paper, as stored in configs.
-DEFAULT_PAIRS = [
-    ["image", "text"], ["text", "image"],
-    ["image", "fused"], ["fused", "image"],
-    ["text", "fused"], ["fused", "text"],
-]
+from gcl_hf.losses.settings import ALL_PAIRS, LossSettings, parse_pairs
+from gcl_hf.modeling.fusion import FUSIONS
+
+#: Loss fields of the config, in `LossSettings` order.
+LOSS_FIELDS = ("pairs", "pair_weights", "negatives", "objective")
 
 
 @strict
@@ -38,10 +33,14 @@ class GCLConfig(PreTrainedConfig):
             (anchor, target) modality pairs the loss contrasts; names from `image`, `text`, `fused`.
         pair_weights (`list[float]`, *optional*):
             One non-negative weight per pair (default: all 1).
-        negatives (`str`, defaults to `"modality"`):
-            `"modality"` (the paper's form) or `"all"` (every other batch embedding is a negative).
+        negatives (`str`, *optional*):
+            `"all"` (the paper's Eq. 2: one softmax over every batch embedding of the three modalities),
+            `"modality"` (the per-pair ablation: a separate InfoNCE per pair over the target modality), or unset:
+            `"all"` when a pair involves the fused modality and the objective is softmax, else `"modality"`
+            (so CLIP's two pairs alone give CLIP's loss). `loss_settings.negatives` is the value in use.
         objective (`str`, defaults to `"softmax"`):
-            `"softmax"` (InfoNCE, CLIP) or `"sigmoid"` (SigLIP's pairwise loss).
+            `"softmax"` (InfoNCE, CLIP) or `"sigmoid"` (SigLIP's pairwise loss; `GCLModel.from_backbone` picks it
+            for backbones trained with it).
         logit_scale_init (`float`, defaults to `log(1/0.07)`):
             Initial *log* logit scale when the backbone has no `logit_scale` parameter.
         logit_bias_init (`float`, defaults to -10.0):
@@ -59,17 +58,14 @@ class GCLConfig(PreTrainedConfig):
     fusion_hidden_size: int | None = None
     pairs: list | None = None
     pair_weights: list | None = None
-    negatives: str = "modality"
+    negatives: str | None = None
     objective: str = "softmax"
     logit_scale_init: float = math.log(1 / 0.07)
     logit_bias_init: float = -10.0
     lora_config: dict | None = None
 
     def __post_init__(self, **kwargs):
-        if self.pairs is None:
-            self.pairs = [list(p) for p in DEFAULT_PAIRS]
-        else:
-            self.pairs = [list(p) for p in self.pairs]
+        self.pairs = [list(p) for p in (ALL_PAIRS if self.pairs is None else self.pairs)]
         super().__post_init__(**kwargs)
         self.validate_gcl()
 
@@ -77,26 +73,55 @@ class GCLConfig(PreTrainedConfig):
         """Raise a `ValueError` naming the offending field when a GCL setting is invalid."""
         if self.fusion not in FUSIONS:
             raise ValueError(f"GCLConfig.fusion={self.fusion!r}: expected one of {FUSIONS}")
-        if self.negatives not in NEGATIVES:
-            raise ValueError(f"GCLConfig.negatives={self.negatives!r}: expected one of {NEGATIVES}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"GCLConfig.objective={self.objective!r}: expected one of {OBJECTIVES}")
-        if not self.pairs:
-            raise ValueError("GCLConfig.pairs is empty: give at least one (anchor, target) pair")
-        for pair in self.pairs:
-            if len(pair) != 2 or any(m not in _MODALITIES for m in pair):
-                raise ValueError(f"GCLConfig.pairs: {pair!r} is not an (anchor, target) pair of {_MODALITIES}")
-        if self.pair_weights is not None:
-            if len(self.pair_weights) != len(self.pairs):
-                raise ValueError(
-                    f"GCLConfig.pair_weights has {len(self.pair_weights)} weights for {len(self.pairs)} pairs"
-                )
-            if any(float(w) < 0 for w in self.pair_weights) or sum(float(w) for w in self.pair_weights) <= 0:
-                raise ValueError(f"GCLConfig.pair_weights={self.pair_weights}: weights must be >= 0, not all 0")
+        try:
+            self.loss_settings  # noqa: B018 - parses and checks the loss fields
+        except ValueError as err:
+            raise ValueError(f"GCLConfig: {err}") from None
+
+    @property
+    def loss_settings(self) -> LossSettings:
+        """The parsed loss settings (with `negatives` resolved): what `GCLModel` trains with."""
+        weights = None if self.pair_weights is None else tuple(float(w) for w in self.pair_weights)
+        return _parse_settings(tuple(tuple(p) for p in self.pairs), weights, self.negatives, self.objective)
+
+    def update_loss_settings(self, **updates: object) -> None:
+        """Set loss fields (``pairs``, ``pair_weights``, ``negatives``, ``objective``) and validate them together:
+        the one place a trainer, an adapter or a script changes how a model is trained. New ``pairs`` without
+        ``pair_weights`` reset the weights (they belong to a pair list)."""
+        unknown = sorted(set(updates) - set(LOSS_FIELDS))
+        if unknown:
+            raise ValueError(f"update_loss_settings: {unknown} are not loss fields {LOSS_FIELDS}")
+        if "pairs" in updates and "pair_weights" not in updates:
+            updates["pair_weights"] = None
+        old = {k: getattr(self, k) for k in LOSS_FIELDS}
+        for key, value in updates.items():
+            if key == "pairs":
+                value = [list(p) for p in parse_pairs(value)]
+            elif key == "pair_weights" and value is not None:
+                value = list(value)
+            setattr(self, key, value)
+        try:
+            self.validate_gcl()
+        except ValueError:
+            for key, value in old.items():
+                setattr(self, key, value)
+            raise
 
     @property
     def pair_tuples(self) -> list[tuple[str, str]]:
         return [(a, b) for a, b in self.pairs]
 
 
-__all__ = ["GCLConfig"]
+_PARSED: dict[tuple, LossSettings] = {}
+
+
+def _parse_settings(pairs: tuple, weights: tuple | None, negatives: str | None, objective: str) -> LossSettings:
+    """Parse once per distinct set of values (the model asks on every step; a plain dict so that
+    `torch.compile` traces the lookup without warnings)."""
+    key = (pairs, weights, negatives, objective)
+    if key not in _PARSED:
+        _PARSED[key] = LossSettings.parse(pairs, weights, negatives, objective)
+    return _PARSED[key]
+
+
+__all__ = ["GCLConfig", "LOSS_FIELDS"]

@@ -1,10 +1,27 @@
-"""How a fused (image + text) item is embedded from its two tower outputs."""
+"""How a fused (image + text) item is embedded.
+
+A backbone may bring its own fused encoder (e.g. one that feeds image tokens into its text encoder): if its
+class offers ``get_fused_features(pixel_values=..., input_ids=..., attention_mask=...)``,
+`GCLModel.from_backbone` picks ``fusion="backbone"`` and asks it. Otherwise the fused embedding comes from the
+two tower outputs (no third encoder pass): ``"sum"`` (UniIR's score fusion, the default), ``"mean"`` or
+``"mlp"`` (a learned head that starts as ``"sum"``).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: ``config.fusion`` values: score fusion of the tower outputs, or the backbone's own fused encoder.
+FUSIONS = ("sum", "mean", "mlp", "backbone")
+#: The method a backbone defines to embed fused items itself (raw, un-normalised features like its towers').
+FUSED_ENCODER_METHOD = "get_fused_features"
+
+
+def has_fused_encoder(backbone: nn.Module) -> bool:
+    """True when ``backbone`` brings its own fused encoder (``get_fused_features``)."""
+    return callable(getattr(backbone, FUSED_ENCODER_METHOD, None))
 
 
 class FusionMLP(nn.Module):
@@ -48,6 +65,8 @@ def fuse(
         if head is None:
             raise ValueError("fusion='mlp' needs the model's fusion head")
         fused = head(image, text)
+    elif fusion == "backbone":
+        raise ValueError("fusion='backbone' embeds fused items with the backbone's get_fused_features, not its towers")
     else:
-        raise ValueError(f"unknown fusion {fusion!r}: expected 'sum', 'mean' or 'mlp'")
+        raise ValueError(f"unknown fusion {fusion!r}: expected one of {FUSIONS}")
     return F.normalize(fused, dim=-1)

@@ -16,7 +16,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from gcl_hf.modeling.configuration import GCLConfig
-from gcl_hf.modeling.fusion import FusionMLP, fuse
+from gcl_hf.modeling.fusion import FUSED_ENCODER_METHOD, FusionMLP, fuse, has_fused_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ def check_backbone(backbone: nn.Module) -> None:
             "(CLIPModel, SiglipModel, AltCLIPModel, ChineseCLIPModel, ...) whose class offers both "
             "get_image_features and get_text_features"
         )
+
+
+def backbone_defaults(backbone: nn.Module) -> dict[str, Any]:
+    """GCL settings a backbone implies: ``objective="sigmoid"`` for one trained with SigLIP's loss (it has a
+    ``logit_bias`` parameter), ``fusion="backbone"`` for one with its own fused encoder."""
+    defaults: dict[str, Any] = {}
+    base = backbone.get_base_model() if is_peft_model(backbone) else backbone
+    if isinstance(getattr(base, "logit_bias", None), nn.Parameter):
+        defaults["objective"] = "sigmoid"
+    if has_fused_encoder(base):
+        defaults["fusion"] = "backbone"
+    return defaults
 
 
 def is_peft_model(module: nn.Module) -> bool:
@@ -112,6 +124,8 @@ class GCLModel(GCLPreTrainedModel):
         self.embedding_dim = _embedding_dim(config.backbone_config)
         if not isinstance(getattr(self._unwrapped_backbone(), "logit_scale", None), nn.Parameter):
             self.log_logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        if config.fusion == "backbone" and not has_fused_encoder(self._unwrapped_backbone()):
+            raise ValueError(f"fusion='backbone' but {type(backbone).__name__} has no {FUSED_ENCODER_METHOD}")
         if config.objective == "sigmoid" and not isinstance(
             getattr(self._unwrapped_backbone(), "logit_bias", None), nn.Parameter
         ):
@@ -131,23 +145,44 @@ class GCLModel(GCLPreTrainedModel):
         *,
         revision: str | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        allow_pickle: bool = False,
         **config_overrides: Any,
     ) -> "GCLModel":
         """Wrap a CLIP-like model (an instance, a local directory or a Hub id) without changing its outputs.
 
-        ``config_overrides`` set GCL fields (``fusion="mlp"``, ``objective="sigmoid"``, ...). The backbone's
-        config is copied, never shared, so the wrapper cannot alter the backbone's attention settings.
+        ``config_overrides`` set GCL fields (``fusion="mlp"``, ``pairs=CLIP_PAIRS``, ...). What the backbone
+        itself implies is decided here, so the library, the trainer and the CLI agree (see
+        :func:`backbone_defaults`): a backbone with a ``logit_bias`` (SigLIP) trains with
+        ``objective="sigmoid"``, and one with its own fused encoder uses ``fusion="backbone"``; an explicit
+        override wins. The backbone's config is copied, never shared, so the wrapper cannot alter the
+        backbone's attention settings.
         """
         if isinstance(name_or_model, (str, os.PathLike)):
-            backbone = AutoModel.from_pretrained(name_or_model, revision=revision, **(backbone_kwargs or {}))
+            from gcl_hf.modeling.loading import load_backbone
+
+            backbone = load_backbone(name_or_model, revision=revision, allow_pickle=allow_pickle,
+                                     **(backbone_kwargs or {}))
         else:
             backbone = name_or_model
         check_backbone(backbone)
         if is_peft_model(backbone):
             raise TypeError("pass the plain backbone and apply LoRA with GCLModel.apply_lora (or GCLTrainer)")
-        backbone_config = backbone.config.to_dict()
-        config = GCLConfig(backbone_config=backbone_config, **config_overrides)
+        overrides = {**backbone_defaults(backbone), **{k: v for k, v in config_overrides.items() if v is not None}}
+        config = GCLConfig(backbone_config=backbone.config.to_dict(), **overrides)
         return cls(config, backbone=backbone)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> "GCLModel":
+        """``PreTrainedModel.from_pretrained`` under gcl-hf's loading policy: safetensors only unless
+        ``allow_pickle=True``, never remote code (also what ``AutoModel.from_pretrained`` runs for a GCL model)."""
+        from gcl_hf.modeling.loading import explain_unsafe, safe_loading_kwargs
+
+        with explain_unsafe(pretrained_model_name_or_path, allow_pickle):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args,
+                                           **safe_loading_kwargs(kwargs, allow_pickle=allow_pickle))
 
     # ------------------------------------------------------------------ temperature
     def _unwrapped_backbone(self) -> PreTrainedModel:
@@ -186,6 +221,15 @@ class GCLModel(GCLPreTrainedModel):
         """Fused, L2-normalised embedding from raw image and text features (``config.fusion``)."""
         return fuse(self.config.fusion, image_features, text_features, self.fusion_head)
 
+    def fused_features(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Raw fused features from the backbone's own fused encoder (``fusion="backbone"``)."""
+        method = getattr(self.backbone, FUSED_ENCODER_METHOD)
+        return pooled_features(method(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
+                                      **kwargs))
+
     def encode_image(self, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """L2-normalised image embeddings ``[N, D]``."""
         return F.normalize(self.image_features(pixel_values, **kwargs), dim=-1)
@@ -205,6 +249,8 @@ class GCLModel(GCLPreTrainedModel):
     ) -> torch.Tensor:
         """L2-normalised embeddings ``[N, D]`` of fused items (image n together with text n)."""
         _check_pairing(pixel_values, input_ids)
+        if self.config.fusion == "backbone":
+            return F.normalize(self.fused_features(pixel_values, input_ids, attention_mask, **kwargs), dim=-1)
         return self.fuse_features(
             self.image_features(pixel_values), self.text_features(input_ids, attention_mask, **kwargs)
         )
@@ -219,7 +265,8 @@ class GCLModel(GCLPreTrainedModel):
     ) -> GCLOutput:
         """Embed a batch of image–caption pairs; with ``return_loss=True`` also compute the GCL loss.
 
-        The fused embedding of pair n reuses image n's and caption n's tower outputs (no third encoder pass).
+        The fused embedding of pair n reuses image n's and caption n's tower outputs (no third encoder pass),
+        except with ``fusion="backbone"``, where the backbone's own fused encoder runs.
         """
         if pixel_values is None and input_ids is None:
             raise ValueError("GCLModel.forward needs pixel_values, input_ids or both")
@@ -228,7 +275,10 @@ class GCLModel(GCLPreTrainedModel):
         fused = None
         if image is not None and text is not None:
             _check_pairing(pixel_values, input_ids)
-            fused = self.fuse_features(image, text)
+            if self.config.fusion == "backbone":
+                fused = F.normalize(self.fused_features(pixel_values, input_ids, attention_mask, **text_kwargs), dim=-1)
+            else:
+                fused = self.fuse_features(image, text)
         image_embeds = F.normalize(image, dim=-1) if image is not None else None
         text_embeds = F.normalize(text, dim=-1) if text is not None else None
         scale = self.logit_scale()
@@ -265,22 +315,19 @@ class GCLModel(GCLPreTrainedModel):
         is used by the sigmoid objective only. Returns ``(loss, {"image->text": ..., ...})``, or the loss
         alone with ``return_pair_losses=False``.
         """
-        from gcl_hf.losses.gcl import gcl_loss
+        from gcl_hf.losses.gcl import gcl_loss_from_settings
 
-        config = self.config
+        settings = self.config.loss_settings
         scale = self.logit_scale() if logit_scale is None else logit_scale
         bias = None
-        if config.objective == "sigmoid":
+        if settings.objective == "sigmoid":
             bias = self.logit_bias_param if logit_bias is None else logit_bias
-        return gcl_loss(
+        return gcl_loss_from_settings(
+            settings,
             image_embeds,
             text_embeds,
             fused_embeds,
             scale,
-            pairs=config.pair_tuples,
-            pair_weights=config.pair_weights,
-            negatives=config.negatives,
-            objective=config.objective,
             logit_bias=bias.reshape(()) if bias is not None else None,
             return_pair_losses=return_pair_losses,
         )

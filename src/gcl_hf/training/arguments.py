@@ -3,59 +3,28 @@
 Every field is a command-line flag through `HfArgumentParser` (`examples/train_gcl.py`, `gcl-hf train`).
 
 Precedence of the loss settings: `pairs`, `pair_weights`, `negatives` and `objective` default to `None`,
-which keeps what the model's `GCLConfig` says (itself defaulting to the paper's six pairs, modality negatives,
-softmax). A value given here overrides the model config when `GCLTrainer` is built, and is then saved with the
-model. `fusion` is a property of the model (the "mlp" head has weights): the scripts pass it to
-`GCLModel.from_backbone`, and `GCLTrainer` only checks that the model it is given agrees.
+which keeps what the model's `GCLConfig` says (itself defaulting to the paper: the six pairs, one softmax over
+all three modalities (Eq. 2), the softmax objective — or sigmoid for a SigLIP backbone). A value given here
+overrides the model config when `GCLTrainer` is built (through `GCLConfig.update_loss_settings`, the one
+writer), and is then saved with the model. `fusion` is a property of the model (the "mlp" head has weights):
+`GCLTrainer` and `gcl-hf train` pass `model_overrides()` to `GCLModel.from_backbone`, and `GCLTrainer` only
+checks that a model it is given agrees. Pair strings and weights are parsed by `gcl_hf.losses.settings`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import TrainingArguments
 
-from gcl_hf.modeling.configuration import FUSIONS, NEGATIVES, OBJECTIVES
+from gcl_hf.losses.settings import NEGATIVES, OBJECTIVES, parse_pair_weights, parse_pairs
+from gcl_hf.modeling.fusion import FUSIONS
 
-__all__ = ["GCLTrainingArguments", "parse_pair_weights"]
+__all__ = ["GCLTrainingArguments"]
 
 IMAGE_ERRORS = ("raise", "skip")
-
-
-def parse_pair_weights(spec: str | None, pairs: list[tuple[str, str]]) -> list[float] | None:
-    """Read ``"1,1,0.5,..."`` (one weight per pair, in order) or ``"image->fused=2,fused->image=2"``
-    (named pairs; unnamed pairs weigh 1) into one float per pair of ``pairs``."""
-    if spec is None or not str(spec).strip():
-        return None
-    from gcl_hf.losses.gcl import pair_name, parse_pairs
-
-    items = [s.strip() for s in str(spec).split(",") if s.strip()]
-    names = [pair_name(p) for p in pairs]
-    if all("=" in item for item in items):
-        weights = dict.fromkeys(names, 1.0)
-        for item in items:
-            key, _, value = item.rpartition("=")
-            name = pair_name(parse_pairs(key)[0])
-            if name not in weights:
-                raise ValueError(f"pair_weights: {key!r} is not one of the trained pairs {names}")
-            weights[name] = _weight(value, item)
-        return [weights[n] for n in names]
-    if any("=" in item for item in items):
-        raise ValueError(f"pair_weights={spec!r}: use either all positional weights or all 'pair=weight' items")
-    if len(items) != len(pairs):
-        raise ValueError(f"pair_weights={spec!r} has {len(items)} weights for {len(pairs)} pairs ({', '.join(names)})")
-    return [_weight(item, item) for item in items]
-
-
-def _weight(value: str, item: str) -> float:
-    try:
-        weight = float(value)
-    except ValueError:
-        raise ValueError(f"pair_weights: {item!r} is not a number") from None
-    if not weight >= 0 or weight == float("inf"):
-        raise ValueError(f"pair_weights: {item!r} must be finite and >= 0")
-    return weight
 
 
 @dataclass
@@ -76,8 +45,10 @@ class GCLTrainingArguments(TrainingArguments):
     )
     negatives: str | None = field(
         default=None,
-        metadata={"help": "'modality' (the paper: candidates are the target modality's batch embeddings) or 'all' "
-                          "(every other batch embedding is a negative). Default: the model config's.",
+        metadata={"help": "'all' (the paper's Eq. 2: one softmax over the batch embeddings of all three modalities) "
+                          "or 'modality' (the per-pair ablation: a separate InfoNCE per pair over the target "
+                          "modality). Default: the model config's (unset: 'all' when a pair uses fused items, "
+                          "else 'modality', so --pairs clip is CLIP's loss).",
                   "choices": list(NEGATIVES)},
     )
     objective: str | None = field(
@@ -147,10 +118,7 @@ class GCLTrainingArguments(TrainingArguments):
 
     def _check_gcl_fields(self) -> None:
         if self.pairs is not None:
-            from gcl_hf.losses.gcl import parse_pairs
-
-            pairs = list(parse_pairs(self.pairs))  # raises ValueError naming the bad item
-            parse_pair_weights(self.pair_weights, pairs)
+            parse_pair_weights(self.pair_weights, parse_pairs(self.pairs))  # a ValueError names the bad item
         # without `pairs`, weights are checked against the model's pairs by GCLTrainer
         for name, allowed in (("negatives", NEGATIVES), ("objective", OBJECTIVES), ("fusion", FUSIONS),
                               ("image_errors", IMAGE_ERRORS)):
@@ -192,21 +160,22 @@ class GCLTrainingArguments(TrainingArguments):
         return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                           target_modules=targets)
 
-    def gcl_config_updates(self, model_pairs: list[tuple[str, str]]) -> dict[str, Any]:
-        """The `GCLConfig` fields these arguments set explicitly (``{}`` when all are left at ``None``).
+    def model_overrides(self) -> dict[str, Any]:
+        """`GCLModel.from_backbone` overrides these arguments set (``fusion``, ``objective``); what the backbone
+        implies (SigLIP → sigmoid) is decided by ``from_backbone`` itself."""
+        return {k: getattr(self, k) for k in ("fusion", "objective") if getattr(self, k) is not None}
 
-        ``model_pairs`` are the model's current pairs, used for positional ``pair_weights`` when ``pairs`` is unset.
-        """
-        from gcl_hf.losses.gcl import parse_pairs
-
+    def gcl_config_updates(self, model_pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """The loss fields these arguments set explicitly, for `GCLConfig.update_loss_settings` (``{}`` when all
+        are left at ``None``). ``model_pairs`` are the model's current pairs, used for positional ``pair_weights``
+        when ``pairs`` is unset."""
         updates: dict[str, Any] = {}
-        pairs = list(parse_pairs(self.pairs)) if self.pairs is not None else list(model_pairs)
+        pairs = parse_pairs(self.pairs) if self.pairs is not None else tuple(model_pairs)
         if self.pairs is not None:
             updates["pairs"] = [list(p) for p in pairs]
-            updates["pair_weights"] = None  # weights belong to a pair list; reset unless given below
         weights = parse_pair_weights(self.pair_weights, pairs)
         if weights is not None:
-            updates["pair_weights"] = weights
+            updates["pair_weights"] = list(weights)
         if self.negatives is not None:
             updates["negatives"] = self.negatives
         if self.objective is not None:

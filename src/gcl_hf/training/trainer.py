@@ -28,117 +28,18 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
-from gcl_hf.losses import distributed as _dist
+from gcl_hf.data.records import SKIPPED_KEY, SkipCountingCollator, with_row_index
 from gcl_hf.hub.adapter import load_adapter, save_adapter
-from gcl_hf.training.grad_cache import cached_gradient_step
+from gcl_hf.losses import distributed as _dist
 from gcl_hf.modeling.model import GCLModel
+from gcl_hf.modeling.towers import freeze_towers
 from gcl_hf.training.arguments import GCLTrainingArguments
+from gcl_hf.training.grad_cache import cached_gradient_step
+from gcl_hf.training.guard import NonFiniteLossError, check_finite_loss
 
 __all__ = ["GCLTrainer", "NonFiniteLossError", "freeze_towers", "load_adapter", "save_adapter"]
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; ``step`` and ``pairs`` say when and where."""
-
-    def __init__(self, message: str, *, step: int, pairs: list[str]):
-        super().__init__(message)
-        self.step = step
-        self.pairs = pairs
-
-
-# ---------------------------------------------------------------------------------------------- freezing
-
-
-_VISION_PREFIXES = ("vision", "visual")
-_TEXT_PREFIXES = ("text",)
-
-
-def _tower_modules(backbone: nn.Module, prefixes: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
-    return [(name, child) for name, child in backbone.named_children() if name.startswith(prefixes)]
-
-
-def freeze_towers(model: GCLModel, *, vision: bool = False, text: bool = False) -> list[str]:
-    """Freeze the vision and/or text tower of the backbone (with their projections and any LoRA adapters in
-    them). Returns the names of the frozen sub-modules; raises if a requested tower is not found."""
-    backbone = model._unwrapped_backbone()
-    frozen: list[str] = []
-    for wanted, prefixes, label in ((vision, _VISION_PREFIXES, "vision"), (text, _TEXT_PREFIXES, "text")):
-        if not wanted:
-            continue
-        modules = _tower_modules(backbone, prefixes)
-        if not modules:
-            children = [n for n, _ in backbone.named_children()]
-            raise ValueError(
-                f"freeze_{label}: {type(backbone).__name__} has no sub-module named {'/'.join(prefixes)}* "
-                f"(its children: {children})"
-            )
-        for name, module in modules:
-            module.requires_grad_(False)
-            frozen.append(name)
-    return frozen
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-#: Column added to training datasets so that errors (and skips) name the dataset row, not the batch position.
-ROW_INDEX_COLUMN = "__index__"
-#: Key the trainer's collator wrapper adds to each batch: records dropped by ``image_errors="skip"``.
-SKIPPED_KEY = "num_skipped"
-
-
-class _IndexedDataset(torch.utils.data.Dataset):
-    """A map-style dataset of dict records, each with its index under ``__index__``."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        record = self.dataset[index]
-        return {**record, ROW_INDEX_COLUMN: index} if isinstance(record, dict) else record
-
-
-def with_row_index(dataset: Any) -> Any:
-    """``dataset`` with a ``__index__`` column (row number) unless it has ``id`` / ``__index__`` already, so that
-    a bad image or caption is reported by its row in the dataset. Iterable datasets pass through."""
-    if dataset is None or isinstance(dataset, dict):
-        return dataset
-    import datasets
-
-    if isinstance(dataset, datasets.Dataset):
-        if {"id", ROW_INDEX_COLUMN} & set(dataset.column_names):
-            return dataset
-        return dataset.add_column(ROW_INDEX_COLUMN, list(range(len(dataset))))
-    if isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset)):
-        return dataset
-    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-        return _IndexedDataset(dataset)
-    return dataset
-
-
-class SkipCountingCollator:
-    """Wrap a collator and add ``num_skipped`` (records it dropped, e.g. with ``errors="skip"``) to each batch,
-    so the trainer can count skips made in dataloader worker processes."""
-
-    def __init__(self, collator: Any) -> None:
-        self.collator = collator.collator if isinstance(collator, SkipCountingCollator) else collator
-
-    def __call__(self, records: list[Any]) -> Any:
-        batch = self.collator(records)
-        if isinstance(batch, dict):
-            sizes = [v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim > 0]
-            if sizes:
-                batch[SKIPPED_KEY] = len(records) - sizes[0]
-        return batch
-
-    def __getattr__(self, name: str) -> Any:  # expose the wrapped collator's attributes (processor, errors...)
-        if name == "collator":
-            raise AttributeError(name)
-        return getattr(self.collator, name)
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -162,7 +63,8 @@ class GCLTrainer(Trainer):
 
     Args:
         model: a `GCLModel`, a CLIP-like backbone instance, or a checkpoint name/path of one (wrapped with
-            ``GCLModel.from_backbone(..., fusion=args.fusion or "sum")``).
+            ``GCLModel.from_backbone(..., **args.model_overrides())``: a SigLIP backbone trains with its sigmoid
+            objective unless ``args.objective`` says otherwise).
         args: `GCLTrainingArguments`.
         data_collator: defaults to ``GCLCollator.for_model(model, processing_class, ...)`` (decodes images in the
             dataloader workers, tokenizes captions to the text tower's length).
@@ -244,10 +146,7 @@ class GCLTrainer(Trainer):
     def _as_gcl_model(model: Any, args: GCLTrainingArguments) -> GCLModel:
         if isinstance(model, GCLModel):
             return model
-        overrides = {"fusion": args.fusion} if args.fusion else {}
-        if args.objective:
-            overrides["objective"] = args.objective
-        return GCLModel.from_backbone(model, **overrides)
+        return GCLModel.from_backbone(model, **args.model_overrides())
 
     @staticmethod
     def _configure_model(model: GCLModel, args: GCLTrainingArguments, peft_config: Any) -> None:
@@ -258,9 +157,8 @@ class GCLTrainer(Trainer):
                 f"build it with GCLModel.from_backbone(..., fusion={args.fusion!r})"
             )
         updates = args.gcl_config_updates(config.pair_tuples)
-        for key, value in updates.items():
-            setattr(config, key, value)
-        config.validate_gcl()
+        if updates:
+            config.update_loss_settings(**updates)
         if config.objective == "sigmoid" and model.logit_bias_param is None:
             raise ValueError(
                 "objective='sigmoid' needs a logit bias: use a SigLIP backbone or build the model with "
@@ -368,32 +266,8 @@ class GCLTrainer(Trainer):
 
     # ------------------------------------------------------------------ NaN guard
     def _guard(self, loss: torch.Tensor, pair_losses: dict[str, torch.Tensor]) -> None:
-        if not self.args.nan_guard:
-            return
-        names = list(pair_losses)
-        values = torch.stack([loss.detach().float().reshape(())] +
-                             [pair_losses[n].detach().float().reshape(()).to(loss.device) for n in names])
-        local_bad = ~torch.isfinite(values)
-        bad = local_bad.float()
-        if _dist.is_distributed():  # every process stops together, none hangs in the next collective
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-        if not bool(bad.any()):
-            return
-        step = self.state.global_step + 1
-        flagged = [n for n, flag in zip(names, bad[1:].tolist()) if flag]
-        shown = ", ".join(
-            f"{n} = {pair_losses[n].item():g}" if local_bad[1 + names.index(n)] else f"{n} (on another process)"
-            for n in flagged
-        ) or f"total = {values[0].item():g} (every pair finite: check pair_weights)"
-        where = f" on process {_dist.rank()}" if _dist.is_distributed() else ""
-        epoch = f", epoch {self.state.epoch:.2f}" if self.state.epoch is not None else ""
-        raise NonFiniteLossError(
-            f"GCL loss is not finite at training step {step}{epoch}{where}: {shown}. Training stopped before "
-            "this update. Usual causes: a learning rate too high for the temperature or the towers, fp16 "
-            "overflow (try bf16), or corrupt inputs in this batch. Set nan_guard=False to train through it.",
-            step=step,
-            pairs=flagged,
-        )
+        if self.args.nan_guard:
+            check_finite_loss(loss, pair_losses, step=self.state.global_step + 1, epoch=self.state.epoch)
 
     # ------------------------------------------------------------------ per-pair logging
     def _record(self, mode: str, pair_losses: dict[str, torch.Tensor]) -> None:
