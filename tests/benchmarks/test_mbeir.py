@@ -236,7 +236,7 @@ def test_errors_skip_counts_and_reports(mbeir, tmp_path, caplog):
     assert cirr.meta["queries_without_relevant_in_corpus"] == 0
     assert tasks["webqa_task2"].meta["skipped"] == 0
     report = coco.meta["skip_report"]
-    assert report["count"] == 6 and "malformed JSON" in " ".join(report["examples"])
+    assert report["count"] == 6 and "malformed JSON" in " ".join(s["reason"] for s in report["skipped"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("mbeir_mscoco_task0: skipped 6 malformed record(s)" in w for w in warnings)
     # A cached load reports the same skipped pool records.

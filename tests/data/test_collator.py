@@ -148,7 +148,7 @@ def test_truncated_png_is_an_error(tiny_processor, tmp_path):
 @pytest.mark.parametrize("text,reason", [("", "empty caption"), ("  \n", "empty caption"),
                                          (None, "missing caption"), (3, "caption must be a string")])
 def test_bad_caption_raises(tiny_processor, text, reason):
-    with pytest.raises(DataFormatError, match=rf"batch record 0: field 'text': {reason}"):
+    with pytest.raises(DataFormatError, match=rf"batch record 0, field 'text': {reason}"):
         GCLCollator(tiny_processor)([{"image": PIXELS, "text": text}])
 
 

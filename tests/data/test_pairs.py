@@ -171,7 +171,7 @@ def test_skip_counts_reports_and_logs(tmp_path, caplog):
     assert [r.index for r in report.skipped] == [1, 2, 4]
     assert [r.field for r in report.skipped] == ["conversations", "conversations[1].value", "image"]
     assert report.skipped[0].location == f"{path}: line 2"
-    assert "skipped 3 of 5 records" in caplog.text
+    assert "skipped 3 of 5 malformed record(s)" in caplog.text
 
 
 def test_invalid_json_names_line(tmp_path):
@@ -251,7 +251,7 @@ def test_dataset_passthrough_string_paths_joined_to_root(tmp_path):
 
 def test_dataset_passthrough_errors_and_skips(tmp_path):
     source = _image_dataset(tmp_path, ["one", " ", "three", None])
-    with pytest.raises(DataFormatError, match=r"dataset row 1: field 'caption': empty caption"):
+    with pytest.raises(DataFormatError, match=r"dataset row 1, field 'caption': empty caption"):
         load_image_text_pairs(source, image_column="picture", caption_column="caption")
     ds, report = load_image_text_pairs(source, image_column="picture", caption_column="caption", errors="skip",
                                        return_report=True)
@@ -265,7 +265,7 @@ def test_dataset_passthrough_errors_and_skips(tmp_path):
 def test_dataset_passthrough_missing_image_and_check(tmp_path):
     source = datasets.Dataset.from_dict({"image": [str(_png(tmp_path / "a.png")), None, str(tmp_path / "gone.png")],
                                          "text": ["a", "b", "c"]})
-    with pytest.raises(DataFormatError, match=r"dataset row 1: field 'image': missing image"):
+    with pytest.raises(DataFormatError, match=r"dataset row 1, field 'image': missing image"):
         load_image_text_pairs(source)
     with pytest.raises(ImageLoadError, match=r"dataset row 1.*gone\.png.*file not found"):
         load_image_text_pairs(source.select([0, 2]), check_images=True)  # rows after an indices mapping
@@ -288,7 +288,7 @@ def test_iterable_dataset_validated_while_streaming():
     assert [row["text"] for row in stream] == ["a", "c"]
     assert (report.num_records, report.num_skipped) == (3, 1)
     assert report.skipped[0].location == "dataset row 1"
-    with pytest.raises(DataFormatError, match="dataset row 1: field 'text': empty caption"):
+    with pytest.raises(DataFormatError, match="dataset row 1, field 'text': empty caption"):
         list(load_image_text_pairs(source.to_iterable_dataset()))
 
 

@@ -292,7 +292,7 @@ def test_evaluate_with_cache_dir_reuses_embeddings(model, processor, image_root,
 def test_errors_name_row_and_field(model, processor, image_root):
     task = _task(image_root)
     bad = task.corpus.map(lambda r, i: {"image": "img/missing.png" if i == 3 else r["image"]}, with_indices=True)
-    with pytest.raises(EncodingError, match=r"row 3 \(id 'c3'\), field 'image': file not found.*missing.png"):
+    with pytest.raises(EncodingError, match=r"row 3 \(id 'c3'\), field 'image', path '.*missing.png': file not found"):
         encode_dataset(model, processor, bad, image_root=image_root, show_progress=False)
     bad = task.corpus.map(lambda r, i: {"modality": "video" if i == 2 else r["modality"]}, with_indices=True)
     with pytest.raises(EncodingError, match=r"row 2 \(id 'c2'\), field 'modality': unknown modality 'video'"):

@@ -1,7 +1,7 @@
 """Benchmark loaders (M-BEIR, MMEB, CoVR) returning :class:`RetrievalTask` lists."""
 
 from gcl_hf.benchmarks.covr import load_covr
-from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.images import load_image, load_task_image
 from gcl_hf.benchmarks.mbeir import MBEIR_TASK_MODALITIES, load_mbeir
 from gcl_hf.benchmarks.mmeb import MMEB_RETRIEVAL_SUBSETS, load_mmeb
@@ -16,7 +16,7 @@ __all__ = [
     "BenchmarkFormatError",
     "BenchmarkNotFoundError",
     "RetrievalTask",
-    "SkipCounter",
+    "SkipReport",
     "load_benchmark",
     "load_covr",
     "load_image",

@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.images import check_image_file
 from gcl_hf.benchmarks.task import MODALITIES
 
@@ -128,9 +128,9 @@ def cached_dataset(
     source: Path,
     *,
     features: datasets.Features,
-    build: Callable[[RowWriter, SkipCounter], np.ndarray | None],
+    build: Callable[[RowWriter, SkipReport], np.ndarray | None],
     key: dict[str, Any],
-    skips: SkipCounter,
+    skips: SkipReport,
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.Dataset:
     """Arrow-backed Dataset parsed from ``source`` by ``build``, cached on disk.
@@ -164,7 +164,7 @@ def cached_dataset(
         return datasets.Dataset.from_file(str(arrow_path), info=info)
 
     tmp_path = directory / f"{arrow_path.name}.{os.getpid()}.tmp"
-    local = SkipCounter(skips.errors)
+    local = SkipReport(skips.errors)
     writer = RowWriter(features, tmp_path)
     try:
         keep = build(writer, local)
@@ -195,7 +195,7 @@ def _filter_arrow_file(path: Path, keep: np.ndarray, features: datasets.Features
     os.replace(tmp, path)
 
 
-def iter_jsonl(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: Path, skips: SkipReport) -> Iterator[tuple[int, dict]]:
     """``(line_number, object)`` for each non-blank line of a JSONL file (1-based lines).
 
     A line that is not valid JSON, or not a JSON object, goes to ``skips`` (raised or counted).

@@ -46,7 +46,7 @@ import datasets as hfds
 import numpy as np
 
 from gcl_hf.benchmarks._io import ITEM_FEATURES, RowWriter, check_image, resolve_root, validate_check_images
-from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
 __all__ = [
@@ -167,7 +167,7 @@ def load_covr(
     """
     if target not in ("middle", "scores"):
         raise ValueError(f"target must be 'middle' or 'scores', got {target!r}")
-    SkipCounter(errors)  # validates the option before any work
+    SkipReport(errors)  # validates the option before any work
     check_images = validate_check_images(check_images)
     names = [Path(annotation).name] if annotation is not None else [COVR_ANNOTATIONS.get(split, f"*covr_{split}.csv")]
     root, from_hub = resolve_root(
@@ -184,7 +184,7 @@ def load_covr(
         frames_root = root / "frames"
     frames_root = str(frames_root)
 
-    skips = SkipCounter(errors)
+    skips = SkipReport(errors)
     frame_cache: dict[str, list[str] | None] = {}
 
     def frames_of(pth: str, *, line: int, row: int, field: str) -> list[str]:
@@ -259,7 +259,7 @@ def load_covr(
     if remove_self:
         exclude = {qid: {pth1} for qid, pth1 in sources.items() if pth1 in gallery}
     name = f"covr_{split}" if annotation is None else f"covr_{Path(annotation).stem}"
-    skips.report(logger, name)
+    skips.log(logger, name)
     return [
         RetrievalTask(
             name=name,

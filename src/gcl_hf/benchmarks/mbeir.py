@@ -55,7 +55,7 @@ from gcl_hf.benchmarks._io import (
     resolve_root,
     validate_check_images,
 )
-from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
 __all__ = [
@@ -231,13 +231,13 @@ def discover_mbeir_tasks(
     return sorted(found, key=_order_key)
 
 
-def load_qrels(path: str | os.PathLike, *, task_id: int | None = None, skips: SkipCounter | None = None) -> dict[str, set[str]]:
+def load_qrels(path: str | os.PathLike, *, task_id: int | None = None, skips: SkipReport | None = None) -> dict[str, set[str]]:
     """UniIR qrels: lines ``qid 0 did relevance task_id``; keeps relevance > 0 (``load_qrel``).
 
     ``task_id`` (when given) must match each line's last field.
     """
     path = Path(path)
-    skips = skips if skips is not None else SkipCounter("raise")
+    skips = skips if skips is not None else SkipReport("raise")
     if not path.is_file():
         raise BenchmarkNotFoundError(f"M-BEIR qrels file not found: {path}")
     qrels: dict[str, set[str]] = {}
@@ -276,7 +276,7 @@ def load_qrels(path: str | os.PathLike, *, task_id: int | None = None, skips: Sk
     return qrels
 
 
-def load_instructions(path: str | os.PathLike, *, skips: SkipCounter | None = None) -> dict[tuple[str, str, str], list[str]]:
+def load_instructions(path: str | os.PathLike, *, skips: SkipReport | None = None) -> dict[tuple[str, str, str], list[str]]:
     """UniIR's ``query_instructions.tsv`` as ``{(dataset_id, query_modality, cand_modality): [prompts]}``.
 
     Columns by position, as ``MBEIRDatasetBase._load_query_instructions`` reads them: 0 query
@@ -284,7 +284,7 @@ def load_instructions(path: str | os.PathLike, *, skips: SkipCounter | None = No
     the first line is a header.
     """
     path = Path(path)
-    skips = skips if skips is not None else SkipCounter("raise")
+    skips = skips if skips is not None else SkipReport("raise")
     if not path.is_file():
         raise BenchmarkNotFoundError(f"M-BEIR instructions file not found: {path}")
     table: dict[tuple[str, str, str], list[str]] = {}
@@ -348,7 +348,7 @@ def _candidate_row(obj: dict, *, file: Path, line: int, image_root, check_images
 def _pool_builder(path: Path, *, image_root, check_images, format_text: bool):
     """``build(writer, skips)`` for :func:`cached_dataset`: streams a candidate pool, rejects duplicate dids."""
 
-    def build(writer: RowWriter, skips: SkipCounter) -> np.ndarray | None:
+    def build(writer: RowWriter, skips: SkipReport) -> np.ndarray | None:
         keys, lines = array("q"), array("q")
         rows = tqdm(iter_jsonl(path, skips), desc=f"M-BEIR {path.name}", unit=" rows", disable=None)
         for number, obj in rows:
@@ -392,7 +392,7 @@ def _pool_builder(path: Path, *, image_root, check_images, format_text: bool):
     return build
 
 
-def _load_pool(path: Path, *, image_root, check_images, format_text: bool, skips: SkipCounter, cache_dir) -> hfds.Dataset:
+def _load_pool(path: Path, *, image_root, check_images, format_text: bool, skips: SkipReport, cache_dir) -> hfds.Dataset:
     build = _pool_builder(path, image_root=image_root, check_images=check_images, format_text=format_text)
     key = {
         "kind": "mbeir_pool",
@@ -419,7 +419,7 @@ def _load_queries(
     instructions: dict | None,
     instruction_mode: str,
     seed: int,
-    skips: SkipCounter,
+    skips: SkipReport,
 ) -> hfds.Dataset:
     path = files.queries
     query_modality, cand_modality = MBEIR_TASK_MODALITIES[files.task_id]
@@ -573,7 +573,7 @@ def load_mbeir(
     """
     if pool not in ("local", "global"):
         raise ValueError(f"pool must be 'local' or 'global', got {pool!r}")
-    SkipCounter(errors)  # validates the option before any work
+    SkipReport(errors)  # validates the option before any work
     instruction_mode = _check_instruction_mode(instructions)
     check_images = validate_check_images(check_images)
     root, from_hub = resolve_root(
@@ -595,12 +595,12 @@ def load_mbeir(
 
     instruction_table = None
     instructions_path = root / "instructions" / "query_instructions.tsv"
-    instruction_skips = SkipCounter(errors)
+    instruction_skips = SkipReport(errors)
     if instruction_mode is not None:
         instruction_table = load_instructions(instructions_path, skips=instruction_skips)
 
     global_corpus = None
-    global_skips = SkipCounter(errors)
+    global_skips = SkipReport(errors)
     global_path = root / "cand_pool" / "global" / f"mbeir_union_{split}_cand_pool.jsonl"
     if pool == "global":
         if not global_path.is_file():
@@ -612,7 +612,7 @@ def load_mbeir(
 
     tasks: list[RetrievalTask] = []
     for files in task_files:
-        skips = SkipCounter(errors)
+        skips = SkipReport(errors)
         skips.merge(instruction_skips)
         qrels = load_qrels(files.qrels, task_id=files.task_id, skips=skips)
         if pool == "global":
@@ -646,7 +646,7 @@ def load_mbeir(
             )
         k, headline = mbeir_recall_k(files.dataset)
         query_modality, cand_modality = MBEIR_TASK_MODALITIES[files.task_id]
-        skips.report(logger, name)
+        skips.log(logger, name)
         tasks.append(
             RetrievalTask(
                 name=name,

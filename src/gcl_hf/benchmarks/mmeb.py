@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from gcl_hf.benchmarks._io import ITEM_FEATURES, RowWriter, check_image, resolve_root, validate_check_images
-from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipCounter
+from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
 __all__ = ["IMAGE_TOKEN", "MMEB_REPO", "MMEB_RETRIEVAL_SUBSETS", "load_mmeb", "mmeb_parquet_files"]
@@ -79,7 +79,7 @@ def _modality(text: str, image: str | None) -> str | None:
 
 
 def _load_subset(
-    files: list[Path], *, image_root: str, check_images, strip_image_token: bool, skips: SkipCounter
+    files: list[Path], *, image_root: str, check_images, strip_image_token: bool, skips: SkipReport
 ) -> tuple[Any, Any, dict[str, set[str]], dict[str, list[str]]]:
     queries = RowWriter(ITEM_FEATURES)
     corpus = RowWriter(ITEM_FEATURES)
@@ -205,7 +205,7 @@ def load_mmeb(
     Returns one task per subset, named ``mmeb_{subset}``, metric ``"precision_at_1"`` with
     ``task.candidates`` (each query's own list, positive first) and ``qrels`` = that positive.
     """
-    SkipCounter(errors)  # validates the option before any work
+    SkipReport(errors)  # validates the option before any work
     check_images = validate_check_images(check_images)
     chosen = list(subsets) if subsets is not None else list(MMEB_RETRIEVAL_SUBSETS)
     patterns = [p for s in chosen for p in (f"{s}/{split}-*.parquet", f"{s}/{split}/*.parquet")]
@@ -226,13 +226,13 @@ def load_mmeb(
             raise BenchmarkNotFoundError(
                 f"MMEB: no parquet files for subset {subset!r} ({root / subset}/{split}-*.parquet)"
             )
-        skips = SkipCounter(errors)
+        skips = SkipReport(errors)
         queries, corpus, qrels, candidates = _load_subset(
             files, image_root=image_root, check_images=check_images,
             strip_image_token=strip_image_token, skips=skips,
         )
         name = f"mmeb_{subset}"
-        skips.report(logger, name)
+        skips.log(logger, name)
         tasks.append(
             RetrievalTask(
                 name=name,

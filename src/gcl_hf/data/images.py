@@ -16,38 +16,35 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gcl_hf.errors import RecordError
+
 __all__ = ["ImageLoadError", "open_image", "resolve_image_path"]
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(RecordError):
     """An image could not be read or decoded.
 
-    ``row`` (a record index, or a string locating the record such as ``"x.json: record 3"``),
-    ``column`` and ``path`` are kept as attributes and named in the message, e.g.
+    ``row`` (a record index, or a string locating the record such as ``"x.json: record 3"``), ``column`` and
+    ``path`` are kept as attributes and named in the message, e.g.
     ``cannot load image (row 3, column 'image', path '/d/x.png'): file not found``.
     """
 
-    def __init__(self, reason: str, *, row: Any = None, column: str | None = None, path: str | None = None):
-        self.reason = reason
-        self.row = row
-        self.column = column
-        self.path = path
-        where = []
-        if row is not None:  # an index reads "row 3"; a string is a ready-made location ("x.json: record 3")
-            where.append(row if isinstance(row, str) else f"row {row}")
-        if column is not None:
-            where.append(f"column {column!r}")
-        if path is not None:
-            where.append(f"path {path!r}")
+    def __init__(self, reason: str, *, row: Any = None, column: str | None = None, path: str | None = None,
+                 **details: Any) -> None:
+        super().__init__(reason, row=row, field=column, path=path, **details)
+
+    @property
+    def column(self) -> str | None:
+        return self.field
+
+    def _message(self) -> str:
+        where = [self.location] if self.location else []
+        if self.field is not None:
+            where.append(f"column {self.field!r}")
+        if self.path is not None:
+            where.append(f"path {self.path!r}")
         suffix = f" ({', '.join(where)})" if where else ""
-        super().__init__(f"cannot load image{suffix}: {reason}")
-
-    def __reduce__(self):  # keep attributes across process boundaries (dataloader workers)
-        return (_rebuild_error, (self.reason, self.row, self.column, self.path))
-
-
-def _rebuild_error(reason: str, row: Any, column: str | None, path: str | None) -> ImageLoadError:
-    return ImageLoadError(reason, row=row, column=column, path=path)
+        return f"cannot load image{suffix}: {self.reason}"
 
 
 def resolve_image_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:

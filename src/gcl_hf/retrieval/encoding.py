@@ -22,13 +22,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from gcl_hf.data.images import ImageLoadError, open_image
+from gcl_hf.errors import RecordError
 
 __all__ = ["EncodingError", "encode_dataset", "modality_groups"]
 
 _MODALITIES = ("image", "text", "image,text")
 
 
-class EncodingError(ValueError):
+class EncodingError(RecordError):
     """A dataset row cannot be encoded; the message names the row, its id and the field."""
 
 
@@ -38,7 +39,7 @@ def modality_groups(dataset: datasets.Dataset, row_numbers: np.ndarray | None = 
     ``row_numbers`` maps ``dataset``'s rows to the rows of the dataset it was selected from, for messages.
     """
     if "modality" not in dataset.column_names:
-        raise EncodingError(f"dataset has no 'modality' column (columns: {dataset.column_names})")
+        raise EncodingError(f"dataset has no 'modality' column (columns: {dataset.column_names})", field="modality")
     modality = np.asarray(dataset["modality"], dtype=object)
     bad = [i for i, m in enumerate(modality) if m not in _MODALITIES]
     if bad:
@@ -47,8 +48,9 @@ def modality_groups(dataset: datasets.Dataset, row_numbers: np.ndarray | None = 
         label = f" (id {ids[i]!r})" if ids is not None else ""
         row = int(row_numbers[i]) if row_numbers is not None else i
         raise EncodingError(
-            f"row {row}{label}, field 'modality': unknown modality {modality[i]!r}; expected one of {_MODALITIES}"
-            + (f" ({len(bad)} rows affected)" if len(bad) > 1 else "")
+            f"unknown modality {modality[i]!r}; expected one of {_MODALITIES}"
+            + (f" ({len(bad)} rows affected)" if len(bad) > 1 else ""),
+            row=f"row {row}{label}", field="modality",
         )
     return {m: np.nonzero(modality == m)[0] for m in _MODALITIES if (modality == m).any()}
 
@@ -80,9 +82,8 @@ class _Batches(Dataset):
             texts = records.get("text") or [None] * len(rows)
             for row, rid, text in zip(rows, ids, texts):
                 if not isinstance(text, str):
-                    raise EncodingError(
-                        f"row {int(row)} (id {rid!r}), field 'text': a {modality!r} item needs a text, got {text!r}"
-                    )
+                    raise EncodingError(f"a {modality!r} item needs a text, got {text!r}",
+                                        row=f"row {int(row)} (id {rid!r})", field="text")
             kwargs.update(text=list(texts), padding=True, truncation=True)
         if "image" in modality:
             sources = records.get("image") or [None] * len(rows)
@@ -99,13 +100,11 @@ class _Batches(Dataset):
                         seg_weights.append(float(weights[n][f]) if row_frames and weights and weights[n] else
                                            1.0 / len(row_frames or [src]))
                 except ImageLoadError as exc:
-                    where = f" (path {exc.path!r})" if exc.path else ""
-                    raise EncodingError(f"row {int(row)} (id {rid!r}), field {field!r}: {exc.reason}{where}") from exc
+                    raise EncodingError(exc.reason, row=f"row {int(row)} (id {rid!r})", field=field,
+                                        path=exc.path) from exc
                 except IndexError:
-                    raise EncodingError(
-                        f"row {int(row)} (id {rid!r}), field 'frame_weights': {len(weights[n])} weights for "
-                        f"{len(row_frames)} frames"
-                    ) from None
+                    raise EncodingError(f"{len(weights[n])} weights for {len(row_frames)} frames",
+                                        row=f"row {int(row)} (id {rid!r})", field="frame_weights") from None
             kwargs["images"] = images
             if len(images) != len(rows):
                 pooling = (torch.tensor(segments), torch.tensor(seg_weights, dtype=torch.float32))

@@ -1,0 +1,186 @@
+"""Checks on image–caption records: blank fields, missing or undecodable images, and the raise-or-skip rule.
+
+Column-wise (Arrow) for in-memory datasets, row by row for streamed ones; image checks run on threads with a
+progress bar.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from gcl_hf.data.errors import DataFormatError, LoadReport
+from gcl_hf.data.images import ImageLoadError, open_image
+
+@dataclass(frozen=True)
+class _Options:
+    """How a reader treats records (from `load_image_text_pairs`' arguments)."""
+
+    image_root: str | None
+    image_column: str
+    caption_column: str
+    caption_turn: int
+    check: str | None
+    errors: str
+    id_column: str | None
+
+
+
+_CHECK_CHUNK = 2048
+
+
+def _blank(array: pa.Array) -> np.ndarray:
+    """Boolean mask: null, empty or whitespace-only strings."""
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(array)), 0)
+    return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+
+
+def _reject(report: LoadReport, errors: str, index: int, location: str, field_name: str | None, reason: str,
+            path: str | None = None) -> None:
+    """Raise for ``errors="raise"`` (an ImageLoadError when ``path`` names an image), else count in ``report``."""
+    if path is not None:
+        err: DataFormatError | ImageLoadError = ImageLoadError(reason, row=location, column=field_name, path=path)
+    else:
+        err = DataFormatError(location, field_name, reason)
+    if errors == "raise":
+        raise err
+    report.errors = "skip"
+    report.handle(err, index=index)
+
+
+def _ref_path(ref: Any) -> str:
+    path = ref.get("path") if isinstance(ref, dict) else ref
+    return os.fspath(path) if isinstance(path, (str, os.PathLike)) else f"<{type(ref).__name__}>"
+
+
+def _image_problem(ref: Any, mode: str) -> str | None:
+    """``None`` when the image reference is usable, else why not."""
+    if mode == "open":
+        try:
+            open_image(ref)
+        except ImageLoadError as exc:
+            return exc.reason
+        return None
+    if isinstance(ref, dict):
+        if ref.get("bytes"):
+            return None
+        ref = ref.get("path")
+    if ref is None:
+        return "image is missing"
+    if isinstance(ref, (bytes, bytearray)):
+        return None if ref else "empty image bytes"
+    if isinstance(ref, (str, os.PathLike)):
+        return None if os.path.isfile(ref) else "file not found"
+    return None  # arrays / PIL images are already in memory
+
+
+def _check_images(refs: Sequence[Any], mode: str, skip: np.ndarray | None = None,
+                  offset: int = 0, progress: tqdm | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(index, reason)`` for each unusable image, checking chunks on a thread pool."""
+
+    def check_chunk(start: int) -> list[tuple[int, str]]:
+        found = []
+        for i in range(start, min(start + _CHECK_CHUNK, len(refs))):
+            if skip is not None and skip[offset + i]:
+                continue
+            reason = _image_problem(refs[i], mode)
+            if reason is not None:
+                found.append((offset + i, reason))
+        return found
+
+    own_bar = progress is None
+    bar = progress or tqdm(total=len(refs), desc=f"checking images ({mode})", unit="img", disable=None)
+    workers = min(16, (os.cpu_count() or 1) * (4 if mode == "exists" else 1))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start, found in zip(range(0, len(refs), _CHECK_CHUNK),
+                                    pool.map(check_chunk, range(0, len(refs), _CHECK_CHUNK))):
+                bar.update(min(_CHECK_CHUNK, len(refs) - start))
+                yield from found
+    finally:
+        if own_bar:
+            bar.close()
+
+
+def _image_missing(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if pa.types.is_struct(column.type):  # datasets.Image storage: {bytes, path}
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        has_bytes = pc.fill_null(pc.greater(pc.binary_length(column.field("bytes")), 0), False)
+        has_path = ~_blank(column.field("path"))
+        null = pc.is_null(column).to_numpy(zero_copy_only=False)
+        return null | ~(has_bytes.to_numpy(zero_copy_only=False) | has_path)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return _blank(column)
+    return pc.is_null(column).to_numpy(zero_copy_only=False)
+
+
+def _row_problem(row: dict[str, Any], column: str, caption_column: str) -> tuple[str, str] | None:
+    text = row["text"]
+    if text is None or not str(text).strip():
+        return caption_column, "empty caption"
+    image = row["image"]
+    if image is None or (isinstance(image, str) and not image.strip()) or (
+            isinstance(image, dict) and not image.get("bytes") and not image.get("path")):
+        return column, "missing image"
+    return None
+
+
+def _validate_dataset(dataset: datasets.Dataset, opts: _Options, label: str, report: LoadReport) -> datasets.Dataset:
+    bad = np.zeros(len(dataset), dtype=bool)
+    reasons: dict[int, tuple[str, str]] = {}
+    batch_size = 50_000
+    arrow = dataset.with_format("arrow")
+    for start in range(0, len(dataset), batch_size):
+        table = arrow[start:start + batch_size]
+        blank_text = _blank(table.column("text").combine_chunks())
+        no_image = _image_missing(table.column("image"))
+        for i in np.flatnonzero(blank_text | no_image):
+            field_name, reason = ((opts.caption_column, "empty caption") if blank_text[i]
+                                  else (opts.image_column, "missing image"))
+            reasons[start + int(i)] = (field_name, reason)
+        bad[start:start + len(table)] = blank_text | no_image
+    for i, (field_name, reason) in reasons.items():
+        _reject(report, opts.errors, i, f"{label} row {i}", field_name, reason)
+    if opts.check:
+        bar = tqdm(total=len(dataset), desc=f"checking images ({opts.check})", unit="img", disable=None)
+        try:
+            for start in range(0, len(dataset), batch_size):
+                refs = arrow[start:start + batch_size].column("image").to_pylist()
+                for i, reason in _check_images(refs, opts.check, skip=bad, offset=start, progress=bar):
+                    bad[i] = True
+                    _reject(report, opts.errors, i, f"{label} row {i}", opts.image_column, reason,
+                            path=_ref_path(refs[i - start]))
+        finally:
+            bar.close()
+    if bad.any():
+        dataset = dataset.select(np.flatnonzero(~bad))
+    return dataset
+
+
+def _validate_stream(dataset: datasets.IterableDataset, opts: _Options, label: str,
+                     report: LoadReport) -> datasets.IterableDataset:
+    """Lazy checks for streamed datasets: raise, or filter and count, while iterating."""
+
+    def ok(row: dict[str, Any], index: int) -> bool:
+        report.num_records += 1
+        problem = _row_problem(row, opts.image_column, opts.caption_column)
+        if problem is not None:
+            _reject(report, opts.errors, index, f"{label} row {index}", *problem)
+            return False
+        reason = _image_problem(row["image"], opts.check) if opts.check else None
+        if reason is not None:
+            _reject(report, opts.errors, index, f"{label} row {index}", opts.image_column, reason,
+                    path=_ref_path(row["image"]))
+            return False
+        return True
+
+    return dataset.filter(ok, with_indices=True)
