@@ -100,8 +100,9 @@ def test_global_pool_is_one_shared_corpus(mbeir, tmp_path):
         assert task.meta["qrels_not_in_corpus"] == 0
         # UniIR searches the union pool whole: candidates of every modality are present.
         assert set(task.corpus["modality"]) == {"image", "text", "image,text"}
-    # Loaded once: one cached Arrow file for the union pool.
-    assert len(list((tmp_path / "cache").glob("mbeir_union_test_cand_pool-*.arrow"))) == 1
+    # Loaded once: one cache entry (one Arrow file) for the union pool.
+    entries = list((tmp_path / "cache").glob("mbeir_union_test_cand_pool-*"))
+    assert len(entries) == 1 and len(list(entries[0].rglob("*.arrow"))) == 1
 
 
 def test_instructions_prefix_queries_deterministically(mbeir, tmp_path):
@@ -257,14 +258,16 @@ def test_unreachable_relevant_candidates_are_counted(mbeir, tmp_path, caplog):
 def test_pool_cache_is_reused_and_invalidated(mbeir, tmp_path):
     cache = tmp_path / "cache"
     first = _load(mbeir, tmp_path, datasets=["mscoco_task0"])["mscoco_task0"]
-    files = sorted(cache.glob("*.arrow"))
+    files = sorted(cache.rglob("*.arrow"))
     assert len(files) == 1 and first.corpus.cache_files[0]["filename"] == str(files[0])
-    _load(mbeir, tmp_path, datasets=["mscoco_task0"])
-    assert sorted(cache.glob("*.arrow")) == files
+    mtime = files[0].stat().st_mtime_ns
+    again = _load(mbeir, tmp_path, datasets=["mscoco_task0"])["mscoco_task0"]
+    assert sorted(cache.rglob("*.arrow")) == files and files[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert again.corpus["id"] == first.corpus["id"]
     pool = mbeir["tasks"]["mscoco_task0"]["pool_file"]
     _append_line(pool, json.dumps({**json.loads(pool.read_text().splitlines()[0]), "did": "9:99"}))
     changed = _load(mbeir, tmp_path, datasets=["mscoco_task0"])["mscoco_task0"]
-    assert changed.corpus["id"][-1] == "9:99" and len(list(cache.glob("*.arrow"))) == 2
+    assert changed.corpus["id"][-1] == "9:99" and len(list(cache.rglob("*.arrow"))) == 2
 
 
 def test_corrupt_images_fail_at_decode_with_file_row_and_field(mbeir, tmp_path):
@@ -332,3 +335,17 @@ def test_embedded_modality_follows_what_is_present(mbeir, tmp_path):
     _edit_line(pool, 0, lambda row: {**row, "img_path": "mbeir_images/nowhere.png"})
     with pytest.raises(BenchmarkFormatError, match="image file not found"):
         _load(mbeir, tmp_path, datasets=["mscoco_task3"])
+
+
+def test_instruction_key_uses_the_positive_candidates_modality_as_uniir_does(mbeir, tmp_path):
+    # UniIR keys the prompt on (dataset id, query modality, modality of the query's positive candidate), not on the
+    # task's nominal candidate modality: make WebQA's candidate 1 a text-only passage and give that key its own prompt.
+    pool = mbeir["tasks"]["webqa_task2"]["pool_file"]
+    _edit_line(pool, 1, lambda row: {**row, "img_path": None, "modality": "text"})
+    with open(mbeir["instructions"], "a") as handle:
+        handle.write("\t".join(["text", "text", "WebQA", "2", "find the passage (x)", "", "", ""]) + "\n")
+    webqa = _load(mbeir, tmp_path, datasets=["webqa_task2"], instructions="first")["webqa_task2"]
+    texts = webqa.queries["text"]
+    assert texts[1].startswith("Find the passage (x).")  # query 1's positive is candidate 1
+    assert texts[0].startswith("Retrieve an image with text for this text query (a).")  # the nominal key
+    assert texts[2].startswith("Retrieve an image with text for this text query (a).")

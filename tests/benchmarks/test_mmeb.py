@@ -36,7 +36,7 @@ def test_retrieval_subsets_constant():
 
 
 def test_subsets_load_with_per_query_candidates(mmeb):
-    tasks = {t.name: t for t in load_benchmark("mmeb", mmeb["root"], subsets=SUBSETS)}
+    tasks = {t.name: t for t in load_benchmark("mmeb", mmeb["root"], subsets=SUBSETS, strip_image_token=True)}
     assert list(tasks) == [f"mmeb_{s}" for s in SUBSETS]
     expected_modalities = {
         "MSCOCO_i2t": ("image,text", "text"),
@@ -74,8 +74,10 @@ def test_subsets_load_with_per_query_candidates(mmeb):
 
 
 def test_image_root_and_image_token_options(mmeb, tmp_path):
-    kept = load_mmeb(mmeb["root"], subsets=["MSCOCO_i2t"], strip_image_token=False)[0]
-    assert kept.queries[0]["text"].startswith(IMAGE_TOKEN)
+    kept = load_mmeb(mmeb["root"], subsets=["MSCOCO_i2t"])[0]  # VLM2Vec's CLIP baseline keeps the token
+    assert kept.queries[0]["text"].startswith(IMAGE_TOKEN) and kept.queries[0]["modality"] == "image,text"
+    stripped = load_mmeb(mmeb["root"], subsets=["MSCOCO_i2t"], strip_image_token=True)[0]
+    assert IMAGE_TOKEN not in (stripped.queries[0]["text"] or "")
     moved = tmp_path / "images_elsewhere"
     mmeb["image_root"].rename(moved)
     with pytest.raises(BenchmarkFormatError, match="image file not found"):

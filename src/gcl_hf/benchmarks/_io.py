@@ -1,9 +1,9 @@
-"""Shared plumbing of the benchmark loaders: Arrow building, caching, JSONL reading, Hub fetch.
+"""Shared plumbing of the benchmark loaders: Arrow caching, JSONL reading, field checks, Hub fetch.
 
-Rows are streamed into Arrow record batches (:class:`RowWriter`) so that a multi-million-row
-candidate pool never exists as Python objects: large files go through :func:`cached_dataset`,
-which writes an Arrow stream file once (keyed on the source file's path, size, mtime and the
-loading options) and returns a memory-mapped :class:`datasets.Dataset`.
+A multi-million-row candidate pool never exists as Python objects: :func:`cached_dataset` streams its rows
+through ``datasets.Dataset.from_generator`` into an Arrow file once (keyed on the source file's path, size, mtime
+and the loading options) and returns the memory-mapped :class:`datasets.Dataset`; small tables (queries) are
+built with ``Dataset.from_list``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
-import pyarrow as pa
+from datasets.exceptions import DatasetGenerationError
 
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.images import check_image_file
@@ -26,7 +26,6 @@ from gcl_hf.benchmarks.task import MODALITIES
 
 __all__ = [
     "ITEM_FEATURES",
-    "RowWriter",
     "cached_dataset",
     "check_image",
     "check_modality",
@@ -35,10 +34,11 @@ __all__ = [
     "optional_str",
     "required_str",
     "resolve_root",
+    "rows_dataset",
     "validate_check_images",
 ]
 
-#: Columns shared by every queries/corpus Dataset (SPEC §5).
+#: Columns shared by every queries/corpus Dataset (see `RetrievalTask`).
 ITEM_FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
@@ -54,69 +54,9 @@ CACHE_VERSION = 1
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class RowWriter:
-    """Streams row dicts into Arrow record batches, in memory or into an Arrow stream file.
-
-    Only ``batch_size`` rows are held as Python values at any time. :meth:`finish` returns the
-    :class:`datasets.Dataset` (memory-mapped when a ``path`` was given).
-    """
-
-    def __init__(self, features: datasets.Features, path: str | os.PathLike | None = None, batch_size: int = 50_000):
-        self.features = features
-        self.schema = features.arrow_schema
-        self.names = list(features)
-        self.batch_size = batch_size
-        self.path = None if path is None else Path(path)
-        self.rows = 0
-        self._columns: dict[str, list] = {name: [] for name in self.names}
-        self._batches: list[pa.RecordBatch] = []
-        self._sink = None
-        self._writer = None
-        if self.path is not None:
-            self._sink = pa.OSFile(str(self.path), "wb")
-            self._writer = pa.ipc.new_stream(self._sink, self.schema)
-
-    def add(self, row: dict[str, Any]) -> None:
-        for name in self.names:
-            self._columns[name].append(row.get(name))
-        self.rows += 1
-        if len(self._columns[self.names[0]]) >= self.batch_size:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._columns[self.names[0]]:
-            return
-        arrays = [pa.array(self._columns[n], type=self.schema.field(n).type) for n in self.names]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        if self._writer is not None:
-            self._writer.write_batch(batch)
-        else:
-            self._batches.append(batch)
-        self._columns = {name: [] for name in self.names}
-
-    def close(self) -> None:
-        """Flush and close the file (if any) without building a Dataset."""
-        self._flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._sink.close()
-            self._writer = self._sink = None
-
-    def abort(self) -> None:
-        """Close and delete a partially written file."""
-        try:
-            self.close()
-        finally:
-            if self.path is not None and self.path.exists():
-                self.path.unlink()
-
-    def finish(self) -> datasets.Dataset:
-        self.close()
-        info = datasets.DatasetInfo(features=self.features)
-        if self.path is not None:
-            return datasets.Dataset.from_file(str(self.path), info=info)
-        table = pa.Table.from_batches(self._batches, schema=self.schema)
-        return datasets.Dataset(table, info=info)
+def rows_dataset(rows: list[dict[str, Any]], features: datasets.Features = ITEM_FEATURES) -> datasets.Dataset:
+    """A small in-memory Dataset of ``rows`` (queries, MMEB and CoVR items); empty lists keep the columns."""
+    return datasets.Dataset.from_dict({name: [row.get(name) for row in rows] for name in features}, features=features)
 
 
 def default_cache_dir() -> Path:
@@ -128,18 +68,18 @@ def cached_dataset(
     source: Path,
     *,
     features: datasets.Features,
-    build: Callable[[RowWriter, SkipReport], np.ndarray | None],
+    rows: Callable[..., Iterator[dict[str, Any]]],
+    rows_kwargs: dict[str, Any],
     key: dict[str, Any],
     skips: SkipReport,
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.Dataset:
-    """Arrow-backed Dataset parsed from ``source`` by ``build``, cached on disk.
+    """Arrow-backed Dataset of the rows ``rows(skips, **rows_kwargs)`` yields from ``source``, cached on disk.
 
-    ``build(writer, skips)`` streams rows into ``writer`` and may return a boolean mask of the
-    rows to keep (rows found bad only after the whole file was read, e.g. duplicates). The cache entry is keyed on
-    ``source``'s resolved path, size and mtime plus ``key`` (every option that changes the
-    rows). The skip summary is stored next to it and merged into ``skips`` on every load, so a
-    cached load reports the same skipped records as the first one.
+    ``datasets.Dataset.from_generator`` writes and memory-maps the Arrow file; its cache entry is keyed on
+    ``source``'s resolved path, size and mtime plus ``key`` (every option that changes the rows). The skip
+    summary of the first build is stored beside it and merged into ``skips`` on every load, so a cached load
+    reports the same skipped records as the first one.
     """
     source = Path(source)
     stat = source.stat()
@@ -155,44 +95,48 @@ def cached_dataset(
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    arrow_path = directory / f"{source.stem}-{digest}.arrow"
-    meta_path = directory / f"{source.stem}-{digest}.json"
-    info = datasets.DatasetInfo(features=features)
-    if arrow_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        skips.merge(meta["skipped"])
-        return datasets.Dataset.from_file(str(arrow_path), info=info)
-
-    tmp_path = directory / f"{arrow_path.name}.{os.getpid()}.tmp"
-    local = SkipReport(skips.errors)
-    writer = RowWriter(features, tmp_path)
+    entry = directory / f"{source.stem}-{digest}"
+    meta_path = entry / "skipped.json"
+    meta = _read_meta(meta_path)
+    if meta is None and entry.exists():  # an interrupted build, or a damaged summary: build again
+        shutil.rmtree(entry)
     try:
-        keep = build(writer, local)
-        writer.close()
-        if keep is not None and not keep.all():
-            _filter_arrow_file(tmp_path, keep, features)
-    except BaseException:
-        writer.abort()
+        dataset = datasets.Dataset.from_generator(
+            _generate_rows,
+            features=features,
+            cache_dir=str(entry),
+            fingerprint=digest,
+            gen_kwargs={"rows": rows, "rows_kwargs": rows_kwargs, "errors": skips.errors, "meta_path": str(meta_path)},
+        )
+    except DatasetGenerationError as err:  # datasets wraps what the generator raised: show the record's error
+        if isinstance(err.__cause__, Exception):
+            raise err.__cause__ from None
         raise
-    meta_tmp = directory / f"{meta_path.name}.{os.getpid()}.tmp"
-    meta_tmp.write_text(json.dumps({"skipped": local.to_dict(), "rows": writer.rows, "source": str(source)}))
-    os.replace(tmp_path, arrow_path)
-    os.replace(meta_tmp, meta_path)
-    skips.merge(local)
-    return datasets.Dataset.from_file(str(arrow_path), info=info)
+    meta = meta or _read_meta(meta_path)
+    if meta is None:
+        raise BenchmarkFormatError(f"the skip summary {meta_path} was not written; delete {entry} and load again",
+                                   file=source)
+    skips.merge(meta["skipped"])
+    return dataset
 
 
-def _filter_arrow_file(path: Path, keep: np.ndarray, features: datasets.Features) -> None:
-    """Rewrite the Arrow stream file ``path`` with only the rows where ``keep`` is true."""
-    with pa.memory_map(str(path)) as source:
-        table = pa.ipc.open_stream(source).read_all()
-    filtered = table.filter(pa.array(keep))
-    tmp = path.with_name(path.name + ".filtered")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, features.arrow_schema) as stream:
-        for batch in filtered.to_batches(max_chunksize=50_000):
-            stream.write_batch(batch)
-    del table, filtered
-    os.replace(tmp, path)
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and isinstance(meta.get("skipped"), dict) else None
+
+
+def _generate_rows(rows: Callable[..., Iterator[dict[str, Any]]], rows_kwargs: dict[str, Any], errors: str,
+                   meta_path: str) -> Iterator[dict[str, Any]]:
+    """The generator `cached_dataset` hands to ``Dataset.from_generator``; writes the skip summary at the end."""
+    local = SkipReport(errors)
+    yield from rows(local, **rows_kwargs)
+    Path(meta_path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{meta_path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(json.dumps({"skipped": local.to_dict()}), encoding="utf-8")
+    os.replace(tmp, meta_path)
 
 
 def iter_jsonl(path: Path, skips: SkipReport) -> Iterator[tuple[int, dict]]:

@@ -45,7 +45,7 @@ from typing import Any
 import datasets as hfds
 import numpy as np
 
-from gcl_hf.benchmarks._io import ITEM_FEATURES, RowWriter, check_image, resolve_root, validate_check_images
+from gcl_hf.benchmarks._io import ITEM_FEATURES, rows_dataset, check_image, resolve_root, validate_check_images
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
@@ -242,19 +242,19 @@ def load_covr(
             sources[qid] = pth1
             query_rows.append({"id": qid, "text": edit, "image": query_image, "modality": "image,text", "_target": pth2})
 
-    queries = RowWriter(ITEM_FEATURES)
+    queries: list[dict] = []
     qrels: dict[str, set[str]] = {}
     for row in query_rows:
         qrels[row["id"]] = {row.pop("_target")}
-        queries.add(row)
+        queries.append(row)
     features = ITEM_FEATURES
     if target == "scores":
         features = hfds.Features(
             {**ITEM_FEATURES, "frames": hfds.List(hfds.Value("string")), "frame_weights": hfds.List(hfds.Value("float32"))}
         )
-    corpus = RowWriter(features)
+    corpus: list[dict] = []
     for item in gallery.values():
-        corpus.add(item)
+        corpus.append(item)
     exclude = None
     if remove_self:
         exclude = {qid: {pth1} for qid, pth1 in sources.items() if pth1 in gallery}
@@ -263,8 +263,8 @@ def load_covr(
     return [
         RetrievalTask(
             name=name,
-            queries=queries.finish(),
-            corpus=corpus.finish(),
+            queries=rows_dataset(queries, ITEM_FEATURES),
+            corpus=rows_dataset(corpus, features),
             qrels=qrels,
             metric="recall",
             k=(1, 5, 10, 50),

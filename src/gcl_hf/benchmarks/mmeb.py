@@ -15,8 +15,11 @@ Semantics follow TIGER-AI-Lab/VLM2Vec v1 (``src/dataset.py`` ``EvalDataset``,
   positive -- Precision@1, reported as a percentage over all rows;
 - ``<|image_1|>`` is Phi-3-V's image placeholder. For a CLIP-like dual encoder VLM2Vec's
   ``eval_clip.py`` (``embedding_type="multimodal"``) embeds an item with both a text and an image
-  as the *sum* of the two embeddings; here the placeholder is stripped and an item with an image
-  and a non-empty remaining text is ``"image,text"`` (fused), with an image only ``"image"``.
+  as the *sum* of the two embeddings, and it tokenizes the text as stored, placeholder included: so
+  by default the placeholder is kept and an item with an image and a text is ``"image,text"`` (fused),
+  with an image only ``"image"``. ``strip_image_token=True`` removes the placeholder first (an item whose
+  text was only the placeholder then becomes ``"image"``), which is what a model that never saw the
+  token may prefer; it is not VLM2Vec's baseline.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from gcl_hf.benchmarks._io import ITEM_FEATURES, RowWriter, check_image, resolve_root, validate_check_images
+from gcl_hf.benchmarks._io import ITEM_FEATURES, rows_dataset, check_image, resolve_root, validate_check_images
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
@@ -81,8 +84,8 @@ def _modality(text: str, image: str | None) -> str | None:
 def _load_subset(
     files: list[Path], *, image_root: str, check_images, strip_image_token: bool, skips: SkipReport
 ) -> tuple[Any, Any, dict[str, set[str]], dict[str, list[str]]]:
-    queries = RowWriter(ITEM_FEATURES)
-    corpus = RowWriter(ITEM_FEATURES)
+    queries: list[dict] = []
+    corpus: list[dict] = []
     pair_ids: dict[tuple[str, str], str] = {}
     qrels: dict[str, set[str]] = {}
     candidates: dict[str, list[str]] = {}
@@ -129,7 +132,7 @@ def _load_subset(
                     )
                 q_image = qry_img or None
                 q_text = _strip_token(qry_text, strip_image_token)
-                if strip_image_token and IMAGE_TOKEN in qry_text and q_image is None:
+                if IMAGE_TOKEN in qry_text and q_image is None:
                     raise BenchmarkFormatError(
                         f"the query text has {IMAGE_TOKEN} but qry_img_path is empty", file=file, row=row_number, field="qry_img_path"
                     )
@@ -149,7 +152,7 @@ def _load_subset(
                     else:
                         c_image = key[1] or None
                         c_text = _strip_token(key[0], strip_image_token)
-                        if strip_image_token and IMAGE_TOKEN in key[0] and c_image is None:
+                        if IMAGE_TOKEN in key[0] and c_image is None:
                             raise BenchmarkFormatError(
                                 f"the target text has {IMAGE_TOKEN} but its image path is empty",
                                 file=file, row=row_number, field=f"tgt_img_path[{position}]",
@@ -170,13 +173,14 @@ def _load_subset(
                 continue
             for key, item in pending.items():
                 pair_ids[key] = item["id"]
-                corpus.add(item)
+                corpus.append(item)
             qid = f"q{row_offset + row_number}"
-            queries.add({"id": qid, "text": q_text or None, "image": q_image, "modality": q_modality})
+            queries.append({"id": qid, "text": q_text or None, "image": q_image, "modality": q_modality})
             candidates[qid] = ids
             qrels[qid] = {ids[0]}
         row_offset += len(records)
-    return queries.finish(), corpus.finish(), qrels, candidates
+    return (rows_dataset(queries, ITEM_FEATURES),
+            rows_dataset(corpus, ITEM_FEATURES), qrels, candidates)
 
 
 def load_mmeb(
@@ -185,7 +189,7 @@ def load_mmeb(
     subsets: list[str] | tuple[str, ...] | None = None,
     split: str = "test",
     image_root: str | os.PathLike | None = None,
-    strip_image_token: bool = True,
+    strip_image_token: bool = False,
     check_images: bool | str = True,
     errors: str = "raise",
     revision: str | None = None,
@@ -199,7 +203,8 @@ def load_mmeb(
             order; with a local root, missing subsets raise).
         image_root: the image directory the paths are relative to (VLM2Vec's ``--image_dir``);
             default ``{root}/eval_images`` when it exists, else ``root``.
-        strip_image_token: remove ``<|image_1|>`` from texts (keep it only for Phi-3-V-style models).
+        strip_image_token: remove ``<|image_1|>`` from texts. Default ``False``: texts as stored, as
+            VLM2Vec's CLIP baseline (``eval_clip.py``) embeds them, so numbers compare with its reports.
         check_images / errors / revision: as in :func:`gcl_hf.benchmarks.load_mbeir`.
 
     Returns one task per subset, named ``mmeb_{subset}``, metric ``"precision_at_1"`` with
