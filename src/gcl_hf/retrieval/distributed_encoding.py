@@ -7,11 +7,8 @@ memory-maps the complete set. The result equals a one-process run (same rows, sa
 disk by a fingerprint of model + processor + dataset, and resumes after a crash: shards already
 written are skipped, whatever the number of processes of the new run.
 
-The process group comes from the launcher's environment: ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
-(torchrun, ``accelerate launch``) start a ``gloo`` group (only a barrier and a few numbers travel
-between processes, so a CPU backend serves GPU runs too); MPI-style variables (``PMI_SIZE``,
-``OMPI_COMM_WORLD_SIZE``, ...) are handed to accelerate's ``PartialState``. A group the caller already
-initialised is used as is.
+The process group is accelerate's ``PartialState`` (torchrun, ``accelerate launch``, MPI launchers; ``gloo`` on
+CPU, NCCL on GPUs); a group the caller already initialised is used as is.
 """
 
 from __future__ import annotations
@@ -27,9 +24,13 @@ from typing import Any
 
 import datasets
 import torch
-import torch.distributed as dist
+from accelerate.utils import gather_object
 
-from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus, load_cached
+from gcl_hf.retrieval.embedding_cache import (
+    CorpusEmbeddings,
+    encode_corpus,
+    load_cached,
+)
 
 __all__ = [
     "DistributedEncoding",
@@ -41,15 +42,6 @@ __all__ = [
     "process_device",
     "process_info",
 ]
-
-#: (world size, rank, local rank) environment variables, per launcher family.
-_LAUNCHER_ENV = (
-    ("WORLD_SIZE", "RANK", "LOCAL_RANK"),  # torchrun, accelerate launch
-    ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"),  # Intel MPI / MPICH
-    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),  # Open MPI
-    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_LOCAL_RANK"),  # MVAPICH
-)
-
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -64,83 +56,41 @@ class ProcessInfo:
         return self.rank == 0
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    try:
-        return int(value) if value not in (None, "") else None
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+def _state(backend: str | None = None, timeout: timedelta | None = None) -> Any:
+    from accelerate import PartialState
 
-
-def _launcher_env() -> tuple[int, ProcessInfo] | None:
-    """``(family index, info)`` for the first launcher whose variables say world size > 1."""
-    for family, (size_var, rank_var, local_var) in enumerate(_LAUNCHER_ENV):
-        size = _env_int(size_var)
-        if size is not None and size > 1:
-            rank = _env_int(rank_var)
-            if rank is None:
-                raise ValueError(f"{size_var}={size} is set but {rank_var} is not: cannot tell this process's rank")
-            local = _env_int(local_var)
-            return family, ProcessInfo(rank, size, rank if local is None else local)
-    return None
+    kwargs: dict[str, Any] = {"cpu": not torch.cuda.is_available()}
+    if backend is not None:
+        kwargs["backend"] = backend
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    return PartialState(**kwargs)
 
 
 def process_info() -> ProcessInfo:
-    """This process's rank, world size and local rank: from the initialised process group, else from the
-    launcher's environment, else a single process."""
-    if dist.is_available() and dist.is_initialized():
-        rank = dist.get_rank()
-        local = _env_int("LOCAL_RANK")
-        return ProcessInfo(rank, dist.get_world_size(), rank if local is None else local)
-    found = _launcher_env()
-    return found[1] if found else ProcessInfo()
+    """This process's rank, world size and local rank (accelerate's ``PartialState``; one process when no
+    launcher started several)."""
+    state = _state()
+    return ProcessInfo(state.process_index, state.num_processes, state.local_process_index)
 
 
 def init_distributed(backend: str | None = None, timeout: timedelta | None = None) -> ProcessInfo:
-    """Join the process group the launcher prepared (no-op for one process or an existing group).
-
-    torchrun-style variables start ``backend`` (default ``"gloo"``) with the ``env://`` rendezvous;
-    MPI-style variables go through accelerate's ``PartialState`` (which picks ccl/mpi/gloo).
-    """
-    if dist.is_available() and dist.is_initialized():
-        return process_info()
-    found = _launcher_env()
-    if found is None:
-        return ProcessInfo()
-    family, info = found
-    if not dist.is_available():
-        raise RuntimeError(f"{info.world_size} processes were launched but this torch build has no torch.distributed")
-    if family == 0:
-        kwargs: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
-        dist.init_process_group(backend or "gloo", rank=info.rank, world_size=info.world_size, **kwargs)
-    else:
-        from accelerate import PartialState
-
-        PartialState(**({"backend": backend} if backend else {}))
-    return process_info()
+    """Join the process group the launcher prepared (a no-op for one process or an existing group)."""
+    state = _state(backend, timeout)
+    return ProcessInfo(state.process_index, state.num_processes, state.local_process_index)
 
 
 def barrier() -> None:
-    """Wait for every process of the default group (no-op when not distributed)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
+    """Wait for every process (no-op when not distributed)."""
+    _state().wait_for_everyone()
 
 
 @contextmanager
 def main_process_first() -> Iterator[None]:
-    """Run the block on rank 0 first, then on the others (e.g. parse a pool file into a shared Arrow
-    cache once, and let the other processes read the cache)."""
-    main = process_info().is_main
-    if not main:
-        barrier()
-    try:
+    """Run the block on rank 0 first, then on the others (e.g. parse a pool file into a shared Arrow cache once,
+    and let the other processes read the cache)."""
+    with _state().main_process_first():
         yield
-    finally:
-        if main:
-            barrier()
 
 
 def process_device(device: str | torch.device | None = None, local_rank: int | None = None) -> torch.device:
@@ -157,14 +107,6 @@ def process_device(device: str | torch.device | None = None, local_rank: int | N
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     return device
-
-
-def _all_gather(value: Any) -> list[Any]:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return [value]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
-    return out
 
 
 @dataclass
@@ -263,7 +205,7 @@ def encode_corpus_distributed(
     )
     barrier()
     seconds = time.perf_counter() - start
-    gathered = _all_gather((part.directory.name, part.encoded_rows))
+    gathered = gather_object([(part.directory.name, part.encoded_rows)])
     keys = [key for key, _ in gathered]
     if len(set(keys)) > 1:
         listing = ", ".join(f"rank {r}: {k}" for r, k in enumerate(keys))
