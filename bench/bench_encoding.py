@@ -1,4 +1,4 @@
-"""Pool encoding through the real loading path vs the model's forward on ready tensors (SPEC §8: ≥ 0.9).
+"""Pool encoding through the real loading path vs the model's forward on ready tensors (target: ≥ 0.9).
 
 A pool of image, text and fused (image + text) items, a third each, with PNG and JPEG files on disk
 (``--source-px`` square, twice the model's input side as real pools are about twice CLIP's 224 px) is encoded

@@ -1,4 +1,4 @@
-"""Gradient cache (`gcl_hf.training.grad_cache.cached_gradient_step`, chunk 64) vs the plain one-pass step (SPEC §8).
+"""Gradient cache (`gcl_hf.training.grad_cache.cached_gradient_step`, chunk 64) vs the plain one-pass step.
 
 Targets: peak memory of the cached step at contrastive batch 512 ≤ 1.3× the peak at batch 64 (the plain step
 grows about linearly with the batch); its time ≤ 1.35× the plain step at batch 512; the same gradients.

@@ -1,4 +1,4 @@
-"""Two processes (torchrun, gloo, DDP) vs one on the same global batch: equal gradients, samples/s (SPEC §8).
+"""Two processes (torchrun, gloo, DDP) vs one on the same global batch: equal gradients, samples/s.
 
 The same cores in both runs: one process with 2 intra-op threads, or two processes with 1 thread each, each
 taking half of the global batch (`bench/_mp_worker.py`). The two launches alternate (ABBA) for ``--rounds``.

@@ -1,4 +1,4 @@
-"""GCL training step vs CLIP-pairs training step on the same `GCLModel`, backbone and batch (SPEC §8: ≤ 1.03 on CPU).
+"""GCL training step vs CLIP-pairs training step on the same `GCLModel`, backbone and batch (target: ≤ 1.03 on CPU).
 
 One step = forward of both towers + loss + backward + AdamW step. The only difference between the contenders is
 ``model.config.pairs``: the six GCL pairs (the fused embedding ``normalize(image + text)`` reuses the two tower

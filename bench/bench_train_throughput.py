@@ -1,4 +1,4 @@
-"""Training throughput: `GCLTrainer` with the speed options vs a naive eager loop (SPEC §8: ≥ 2× on a GPU).
+"""Training throughput: `GCLTrainer` with the speed options vs a naive eager loop (target: ≥ 2× on a GPU).
 
 - ``naive``: a hand-written loop over a plain ``CLIPModel``: captions padded to a fixed 77 tokens, bf16 autocast,
   ``torch.optim.AdamW`` with torch's defaults (the foreach implementation on CUDA), a hand-written six-pair GCL

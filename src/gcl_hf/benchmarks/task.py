@@ -1,4 +1,4 @@
-"""The common shape of every retrieval benchmark task (SPEC §5)."""
+"""The common shape of every retrieval benchmark task."""
 
 from __future__ import annotations
 

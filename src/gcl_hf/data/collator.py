@@ -4,7 +4,7 @@
 ``torch.utils.data.DataLoader``) over the lazy datasets of :mod:`gcl_hf.data`: it decodes
 images with :func:`gcl_hf.data.images.open_image`, runs the backbone's own processor, and pads
 captions only to the longest one in the batch (dynamic padding: short captions cost short
-sequences, SPEC §8), truncated to the backbone's maximum text length.
+sequences), truncated to the backbone's maximum text length.
 
 SigLIP text towers were trained on captions padded to a fixed ``max_length`` (64) and pool
 the *last* position, so for them ``padding="max_length"`` is what the model expects; the

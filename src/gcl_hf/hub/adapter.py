@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from gcl_hf.modeling.backbone import is_peft_model
 from gcl_hf.modeling.configuration import LOSS_FIELDS
-from gcl_hf.modeling.model import GCLModel, is_peft_model
+from gcl_hf.modeling.model import GCLModel
 
 __all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_WEIGHTS_FILES", "GCL_EXTRA_WEIGHTS_FILE", "GCL_SETTINGS",
            "GCL_SETTINGS_FILE", "extra_state", "load_adapter", "read_settings", "save_adapter", "write_settings"]

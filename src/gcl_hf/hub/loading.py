@@ -13,11 +13,16 @@ from typing import Any
 
 from huggingface_hub import HfApi, hf_hub_download
 
-from gcl_hf.hub.adapter import (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILES, GCL_EXTRA_WEIGHTS_FILE, GCL_SETTINGS_FILE,
-                                load_adapter, read_settings)
-from gcl_hf.modeling.model import GCLModel
-
+from gcl_hf.hub.adapter import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILES,
+    GCL_EXTRA_WEIGHTS_FILE,
+    GCL_SETTINGS_FILE,
+    load_adapter,
+    read_settings,
+)
 from gcl_hf.modeling.loading import PICKLE_SUFFIXES, UnsafeWeightsError, load_backbone
+from gcl_hf.modeling.model import GCLModel
 
 
 def _version() -> str:

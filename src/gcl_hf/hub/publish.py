@@ -26,12 +26,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+from huggingface_hub import (
+    CommitInfo,
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    get_token,
+)
 
-from gcl_hf.hub.adapter import ADAPTER_CONFIG_FILE, GCL_SETTINGS_FILE, save_adapter, write_settings
-from gcl_hf.hub.loading import PICKLE_SUFFIXES, _version
+from gcl_hf.hub.adapter import (
+    ADAPTER_CONFIG_FILE,
+    GCL_SETTINGS_FILE,
+    save_adapter,
+    write_settings,
+)
 from gcl_hf.hub.card import FORMS, build_model_card, hub_id_or_none
-from gcl_hf.modeling.model import GCLModel, is_peft_model
+from gcl_hf.hub.loading import PICKLE_SUFFIXES, _version
+from gcl_hf.modeling.backbone import is_peft_model
+from gcl_hf.modeling.model import GCLModel
 
 logger = logging.getLogger(__name__)
 

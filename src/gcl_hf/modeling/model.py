@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -15,8 +14,21 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from gcl_hf.modeling.backbone import (
+    backbone_defaults,
+    check_backbone,
+    embedding_dim,
+    is_peft_model,
+    pooled_features,
+)
 from gcl_hf.modeling.configuration import GCLConfig
-from gcl_hf.modeling.fusion import FUSED_ENCODER_METHOD, FusionMLP, fuse, has_fused_encoder
+from gcl_hf.modeling.fusion import (
+    FUSED_ENCODER_METHOD,
+    FusionMLP,
+    fuse,
+    has_fused_encoder,
+)
+from gcl_hf.modeling.lora import LoraMixin
 
 logger = logging.getLogger(__name__)
 
@@ -37,60 +49,6 @@ class GCLOutput(ModelOutput):
     pair_losses: dict[str, torch.Tensor] | None = None
 
 
-def pooled_features(output: Any) -> torch.Tensor:
-    """The projected, pooled embedding from a ``get_*_features`` result (output object or tensor)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    pooled = getattr(output, "pooler_output", None)
-    if pooled is None:
-        raise TypeError(
-            f"expected a tensor or an output with `pooler_output` from get_*_features, got {type(output).__name__}"
-        )
-    return pooled
-
-
-def check_backbone(backbone: nn.Module) -> None:
-    """Raise a clear `TypeError` unless ``backbone`` is a CLIP-like dual encoder."""
-    missing = [m for m in ("get_image_features", "get_text_features") if not callable(getattr(backbone, m, None))]
-    if missing:
-        raise TypeError(
-            f"{type(backbone).__name__} has no {' / '.join(missing)}: GCLModel wraps CLIP-like dual encoders "
-            "(CLIPModel, SiglipModel, AltCLIPModel, ChineseCLIPModel, ...) whose class offers both "
-            "get_image_features and get_text_features"
-        )
-
-
-def backbone_defaults(backbone: nn.Module) -> dict[str, Any]:
-    """GCL settings a backbone implies: ``objective="sigmoid"`` for one trained with SigLIP's loss (it has a
-    ``logit_bias`` parameter), ``fusion="backbone"`` for one with its own fused encoder."""
-    defaults: dict[str, Any] = {}
-    base = backbone.get_base_model() if is_peft_model(backbone) else backbone
-    if isinstance(getattr(base, "logit_bias", None), nn.Parameter):
-        defaults["objective"] = "sigmoid"
-    if has_fused_encoder(base):
-        defaults["fusion"] = "backbone"
-    return defaults
-
-
-def is_peft_model(module: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(module, PeftModel)
-
-
-def _embedding_dim(backbone_config: Any) -> int:
-    for attr in ("projection_dim", "projection_size"):
-        if isinstance(getattr(backbone_config, attr, None), int):
-            return getattr(backbone_config, attr)
-    text = getattr(backbone_config, "text_config", None)
-    for attr in ("projection_size", "projection_dim", "hidden_size"):
-        if isinstance(getattr(text, attr, None), int):
-            return getattr(text, attr)
-    raise ValueError(f"cannot tell the embedding size of a {type(backbone_config).__name__}; set fusion != 'mlp'")
-
-
 class GCLPreTrainedModel(PreTrainedModel):
     config_class = GCLConfig
     config: GCLConfig
@@ -108,7 +66,7 @@ class GCLPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
-class GCLModel(GCLPreTrainedModel):
+class GCLModel(LoraMixin, GCLPreTrainedModel):
     """A CLIP-like backbone that embeds images, texts and fused image+text items into one space.
 
     Build one with :meth:`from_backbone` (wrap a model or a checkpoint name) or ``from_pretrained`` (a saved
@@ -121,7 +79,7 @@ class GCLModel(GCLPreTrainedModel):
             backbone = AutoModel.from_config(copy.deepcopy(config.backbone_config))
         check_backbone(backbone)
         self.backbone = backbone
-        self.embedding_dim = _embedding_dim(config.backbone_config)
+        self.embedding_dim = embedding_dim(config.backbone_config)
         if not isinstance(getattr(self._unwrapped_backbone(), "logit_scale", None), nn.Parameter):
             self.log_logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
         if config.fusion == "backbone" and not has_fused_encoder(self._unwrapped_backbone()):
@@ -332,55 +290,6 @@ class GCLModel(GCLPreTrainedModel):
             return_pair_losses=return_pair_losses,
         )
 
-    # ------------------------------------------------------------------ LoRA
-    def _wrap_lora(self, lora_config: dict[str, Any]) -> None:
-        from peft import LoraConfig, get_peft_model
-
-        cfg = LoraConfig(**{k: v for k, v in lora_config.items() if k not in ("peft_type",)})
-        self.backbone = get_peft_model(self.backbone, cfg)
-
-    def apply_lora(self, lora_config: Any, *, train_logit_scale: bool = True) -> "GCLModel":
-        """Add LoRA adapters (a peft ``LoraConfig``) to the backbone; only adapters, the fusion head and,
-        if ``train_logit_scale``, the temperature stay trainable. The adapter config is recorded in
-        ``config.lora_config`` so ``save_pretrained``/``from_pretrained`` round-trip the unmerged model."""
-        if is_peft_model(self.backbone):
-            raise ValueError("the backbone already carries LoRA adapters; merge_lora() first")
-        from peft import get_peft_model
-
-        self.backbone = get_peft_model(self.backbone, lora_config)
-        self.config.lora_config = json.loads(json.dumps(lora_config.to_dict(), default=_jsonable))
-        self.log_logit_scale_param.requires_grad_(train_logit_scale)
-        bias = self.logit_bias_param
-        if bias is not None:
-            bias.requires_grad_(train_logit_scale)
-        return self
-
-    def merge_lora(self) -> "GCLModel":
-        """Merge LoRA adapters into the backbone weights (no-op without LoRA)."""
-        if is_peft_model(self.backbone):
-            self.backbone = self.backbone.merge_and_unload()
-            self.config.lora_config = None
-        return self
-
-    def merged_backbone(self) -> PreTrainedModel:
-        """The backbone with any LoRA adapters merged, as a new plain model (this model is unchanged)."""
-        if is_peft_model(self.backbone):
-            return copy.deepcopy(self.backbone).merge_and_unload()
-        return self.backbone
-
-    def save_backbone(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Save the (merged) backbone as a plain checkpoint its own class loads (e.g. ``CLIPModel``).
-
-        With ``fusion="sum"`` users of the plain backbone get the GCL-trained model with no new code: the fused
-        embedding is ``normalize(image_features + text_features)``.
-        """
-        if self.fusion_head is not None:
-            logger.warning("save_backbone: the 'mlp' fusion head is not part of the backbone and is not saved")
-        if getattr(self, "log_logit_scale", None) is not None:
-            logger.warning("save_backbone: the backbone has no logit_scale; the learned temperature is not saved")
-        kwargs.pop("safe_serialization", None)
-        self.merged_backbone().save_pretrained(save_directory, **kwargs)
-
     # ------------------------------------------------------------------ Hub
     def push_to_hub(
         self,
@@ -423,12 +332,6 @@ def _check_pairing(pixel_values: torch.Tensor, input_ids: torch.Tensor) -> None:
             f"fused items need one image per text: got {pixel_values.shape[0]} images (pixel_values) "
             f"and {input_ids.shape[0]} texts (input_ids)"
         )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
-        return sorted(value) if all(isinstance(v, str) for v in value) else list(value)
-    return str(value)
 
 
 __all__ = ["GCLModel", "GCLOutput", "GCLPreTrainedModel"]

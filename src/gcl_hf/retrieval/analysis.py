@@ -1,4 +1,4 @@
-"""The modality gap: how far apart image, text and fused embeddings sit in the shared space (SPEC §5).
+"""The modality gap: how far apart image, text and fused embeddings sit in the shared space.
 
 CLIP-like models place each modality in its own region of the sphere (the "modality gap"), which
 hurts retrieval over mixed-modality pools; GCL training is meant to shrink it. :func:`modality_gap`

@@ -1,4 +1,4 @@
-"""Embed the rows of a retrieval dataset (queries or corpus) with a `GCLModel` (SPEC §5).
+"""Embed the rows of a retrieval dataset (queries or corpus) with a `GCLModel`.
 
 Rows are grouped by modality: ``"image"`` rows go through ``model.encode_image``, ``"text"``
 through ``model.encode_text`` and ``"image,text"`` (fused) through ``model.encode_fused``. An

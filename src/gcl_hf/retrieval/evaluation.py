@@ -1,4 +1,4 @@
-"""`evaluate_retrieval`: score a model on a :class:`~gcl_hf.benchmarks.task.RetrievalTask` (SPEC §5).
+"""`evaluate_retrieval`: score a model on a :class:`~gcl_hf.benchmarks.task.RetrievalTask`.
 
 Queries and corpus are embedded by modality (:func:`~gcl_hf.retrieval.encoding.encode_dataset`, optionally
 through the on-disk cache :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`), every query is ranked

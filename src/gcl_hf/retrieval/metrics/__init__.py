@@ -1,4 +1,4 @@
-"""The retrieval metrics, shipped as `evaluate` modules (SPEC §5).
+"""The retrieval metrics, shipped as `evaluate` modules.
 
 ``gcl_hf.metrics.load("recall_at_k")`` is ``evaluate.load(<path of the shipped module>)``: it
 works offline (``evaluate`` copies the local script into its modules cache; no Hub access).

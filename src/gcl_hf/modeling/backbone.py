@@ -1,0 +1,67 @@
+"""What gcl-hf needs from a CLIP-like backbone: its pooled projections, a check that it is one, the embedding
+size, and the GCL settings it implies (SigLIP's sigmoid objective, a backbone's own fused encoder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from gcl_hf.modeling.fusion import has_fused_encoder
+
+__all__ = ["backbone_defaults", "check_backbone", "embedding_dim", "is_peft_model", "pooled_features"]
+
+
+def pooled_features(output: Any) -> torch.Tensor:
+    """The projected, pooled embedding from a ``get_*_features`` result (output object or tensor)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if pooled is None:
+        raise TypeError(
+            f"expected a tensor or an output with `pooler_output` from get_*_features, got {type(output).__name__}"
+        )
+    return pooled
+
+
+def check_backbone(backbone: nn.Module) -> None:
+    """Raise a clear `TypeError` unless ``backbone`` is a CLIP-like dual encoder."""
+    missing = [m for m in ("get_image_features", "get_text_features") if not callable(getattr(backbone, m, None))]
+    if missing:
+        raise TypeError(
+            f"{type(backbone).__name__} has no {' / '.join(missing)}: GCLModel wraps CLIP-like dual encoders "
+            "(CLIPModel, SiglipModel, AltCLIPModel, ChineseCLIPModel, ...) whose class offers both "
+            "get_image_features and get_text_features"
+        )
+
+
+def backbone_defaults(backbone: nn.Module) -> dict[str, Any]:
+    """GCL settings a backbone implies: ``objective="sigmoid"`` for one trained with SigLIP's loss (it has a
+    ``logit_bias`` parameter), ``fusion="backbone"`` for one with its own fused encoder."""
+    defaults: dict[str, Any] = {}
+    base = backbone.get_base_model() if is_peft_model(backbone) else backbone
+    if isinstance(getattr(base, "logit_bias", None), nn.Parameter):
+        defaults["objective"] = "sigmoid"
+    if has_fused_encoder(base):
+        defaults["fusion"] = "backbone"
+    return defaults
+
+
+def is_peft_model(module: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(module, PeftModel)
+
+
+def embedding_dim(backbone_config: Any) -> int:
+    for attr in ("projection_dim", "projection_size"):
+        if isinstance(getattr(backbone_config, attr, None), int):
+            return getattr(backbone_config, attr)
+    text = getattr(backbone_config, "text_config", None)
+    for attr in ("projection_size", "projection_dim", "hidden_size"):
+        if isinstance(getattr(text, attr, None), int):
+            return getattr(text, attr)
+    raise ValueError(f"cannot tell the embedding size of a {type(backbone_config).__name__}; set fusion != 'mlp'")
