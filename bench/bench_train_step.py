@@ -1,8 +1,9 @@
 """GCL training step vs CLIP-pairs training step on the same `GCLModel`, backbone and batch (target: ≤ 1.03 on CPU).
 
 One step = forward of both towers + loss + backward + AdamW step. The only difference between the contenders is
-``model.config.pairs``: the six GCL pairs (the fused embedding ``normalize(image + text)`` reuses the two tower
-outputs, so GCL adds only two more N×N similarity blocks) or CLIP's two. The two steps alternate in one process
+``model.config.pairs``: the six GCL pairs with the default negatives (the paper's Eq. 2: one 3N×3N similarity
+matrix and one log-sum-exp per row; the fused embedding ``normalize(image + text)`` reuses the two tower outputs,
+so no encoder pass is added) or CLIP's two (CLIP's loss: one N×N block). The two steps alternate in one process
 (ABBA order), and the headline is the median of the per-round ratios of *process CPU time* (this machine is
 shared: CPU time counts only while the process runs; the wall-clock ratio is reported beside it). As a load-independent cross-check, the
 loss alone (forward + backward on fixed embeddings) is timed for both pair sets; its difference over the CLIP
