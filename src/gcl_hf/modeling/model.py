@@ -16,6 +16,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from gcl_hf.modeling.configuration import GCLConfig
+from gcl_hf.modeling.encode import EncodeMixin  # [usage] GCLModel.encode
 from gcl_hf.modeling.fusion import FusionMLP, fuse
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class GCLPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
-class GCLModel(GCLPreTrainedModel):
+class GCLModel(EncodeMixin, GCLPreTrainedModel):  # [usage] EncodeMixin: encode(raw inputs), processor
     """A CLIP-like backbone that embeds images, texts and fused image+text items into one space.
 
     Build one with :meth:`from_backbone` (wrap a model or a checkpoint name) or ``from_pretrained`` (a saved
@@ -333,6 +334,21 @@ class GCLModel(GCLPreTrainedModel):
             logger.warning("save_backbone: the backbone has no logit_scale; the learned temperature is not saved")
         kwargs.pop("safe_serialization", None)
         self.merged_backbone().save_pretrained(save_directory, **kwargs)
+        self._save_usage_files(save_directory, form="backbone", **kwargs)  # [usage]
+
+    # [usage] save hook: the attached processor and the sentence-transformers files go beside the weights
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self._save_usage_files(save_directory, form="full", **kwargs)
+
+    def _save_usage_files(self, save_directory: str | os.PathLike, *, form: str, **kwargs: Any) -> None:
+        if not kwargs.get("is_main_process", True):
+            return
+        from gcl_hf.integrations.sentence_transformers import write_sentence_transformers_files
+
+        if self.processor is not None:
+            self.processor.save_pretrained(save_directory)
+        write_sentence_transformers_files(self, save_directory, form=form)
 
     # ------------------------------------------------------------------ Hub
     def push_to_hub(
