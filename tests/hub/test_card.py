@@ -145,3 +145,63 @@ def test_custom_template_and_bad_form(tmp_path):
     assert card.data.library_name == "gcl-hf"
     with pytest.raises(ValueError, match="form='merged'"):
         build_model_card(GCLModel.from_backbone(tiny_clip()), repo_id="me/m", form="merged")
+
+
+def test_card_from_real_training_arguments_shows_the_loss_settings(tmp_path):
+    import sys
+
+    from gcl_hf.hub.card import render_training_card
+    from gcl_hf.testing import tiny_processor
+    from gcl_hf.training.arguments import GCLTrainingArguments
+    from gcl_hf.training.trainer import GCLTrainer
+
+    sys.path.insert(0, str(ROOT / "tests" / "scripts"))
+    from train_dist_check import dataset
+
+    args = GCLTrainingArguments(
+        output_dir=str(tmp_path / "run"), pairs="image->text,text->image,image->fused,fused->image",
+        pair_weights="1,1,2,2", negatives="all", gradient_cache_chunk_size=4, lora_r=4, lora_alpha=8,
+        learning_rate=3e-4, per_device_train_batch_size=4, max_steps=1, report_to=[], use_cpu=True,
+        save_strategy="no", disable_tqdm=True)
+    trainer = GCLTrainer(GCLModel.from_backbone(tiny_clip()), args, train_dataset=dataset(),
+                         processing_class=tiny_processor())
+    model = trainer.model
+    assert model.config.negatives == "all"  # the trainer applied the arguments: the config is the truth
+    card = render_training_card(model, args, output_dir=args.output_dir, datasets=["me/pairs"])
+    text = (tmp_path / "run" / "README.md").read_text()
+    assert card.text in text and metadata_load(tmp_path / "run" / "README.md")["datasets"] == ["me/pairs"]
+    assert "# run: a GCL-trained CLIPModel" in text  # repo id: the output directory's name
+    pairs = "image → text, text → image, image → fused, fused → image"
+    assert f"| Pairs (anchor → candidates) | {pairs} |" in text
+    assert "| Pair weights | 1.0, 1.0, 2.0, 2.0 |" in text and "| Negatives | `all` |" in text
+    for row in ("| `pairs` | `image->text,text->image,image->fused,fused->image` |", "| `pair_weights` | `1,1,2,2` |",
+                "| `negatives` | `all` |", "| `gradient_cache_chunk_size` | `4` |", "| `learning_rate` | `0.0003` |",
+                "| `r` | `4` |", "| `lora_alpha` | `8` |"):
+        assert row in text, row
+    for unset in ("`objective`", "`fusion`", "`freeze_vision`", "`train_logit_scale`", "`lora_r`", "`gcl_"):
+        assert f"| {unset}" not in text, unset  # defaults and the LoRA shortcuts are not rows of their own
+    assert "sentence-transformers" not in metadata_load(tmp_path / "run" / "README.md")["tags"]  # no processor
+
+    args.hub_model_id = "me/gcl-run"
+    model.merge_lora()  # LoRA merged before the card: the shortcuts still say how it was trained
+    tiny_processor().save_pretrained(tmp_path / "run")
+    text = render_training_card(model, args, output_dir=args.output_dir).text
+    assert "# gcl-run: a GCL-trained CLIPModel" in text and "| `r` | `4` |" in text
+    assert "merged into the backbone" in text and "stored unmerged" not in text
+    assert 'SentenceTransformer("me/gcl-run"' in text
+
+
+def test_sentence_transformers_tag_and_snippet_where_the_form_loads():
+    model = GCLModel.from_backbone(tiny_clip())
+    model.apply_lora(LoraConfig(r=2, target_modules=["q_proj"]))
+    for form in ("full", "adapter", "backbone"):
+        for has_processor in (True, False):
+            card = build_model_card(model, repo_id="me/m", form=form, base_model="me/base",
+                                    has_processor=has_processor)
+            loads = form != "adapter" and has_processor
+            assert ("sentence-transformers" in _meta(card)["tags"]) == loads, (form, has_processor)
+            assert ('SentenceTransformer("me/m"' in card.text) == loads, (form, has_processor)
+            assert ("encode_fused(model" in card.text) == (loads and form == "backbone")
+    full = build_model_card(model, repo_id="me/m", form="full", has_processor=True).text
+    assert 'fused = model.encode([{"image": image, "text": "a dog"}])' in full and "import gcl_hf" in full
+    assert 'embeddings = model.encode(["a photo of a dog", image, {"image": image, "text": "a dog"}])' in full

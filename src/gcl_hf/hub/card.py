@@ -1,5 +1,5 @@
 """Model cards for published GCL models: Hub metadata (tags, base model, library, `model-index`) and a body
-rendered from the packaged Jinja template (``gcl_hf/templates/model_card.md.j2``, mirrored in ``model_cards/``).
+rendered from the packaged Jinja template (``gcl_hf/hub/templates/model_card.md.j2``, linked from ``model_cards/``).
 
 Evaluation results come from our evaluator's JSON (see :func:`eval_results_from_json` for the accepted shapes)
 and become ``model-index`` entries, which the Hub renders on the model page.
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from gcl_hf.integrations.sentence_transformers import SENTENCE_TRANSFORMERS_FORMS
 
 FORMS = ("full", "adapter", "backbone")
 #: Tags every GCL card carries (the Hub filters on them).
@@ -37,9 +39,12 @@ _SECRET_KEY = re.compile(r"(^|_)(token|secret|password|passwd|api_key|apikey|aut
 _TRAINING_ARG_FIELDS = (
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay", "warmup_ratio", "warmup_steps", "lr_scheduler_type", "optim", "seed", "bf16", "fp16",
-    "gradient_checkpointing", "gradient_cache_chunk_size", "gcl_pairs", "gcl_pair_weights", "gcl_negatives",
-    "gcl_objective", "gcl_fusion", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+    "gradient_checkpointing",
 )
+#: `GCLTrainingArguments` fields, shown when set to something other than their default. The loss settings
+#: actually used are the model's `GCLConfig` (the card's "GCL settings"); these rows record what was asked.
+_GCL_ARG_FIELDS = ("pairs", "pair_weights", "negatives", "objective", "fusion", "gradient_cache_chunk_size",
+                   "train_logit_scale", "freeze_vision", "freeze_text")
 _LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora", "use_dora",
                 "modules_to_save")
 
@@ -186,8 +191,11 @@ def build_model_card(
     model_name = repo_id.split("/")[-1]
 
     backbone_type = getattr(backbone.config, "model_type", "unknown")
+    # sentence-transformers loads the saved full and backbone forms, given the processor files beside them
+    st_ready = form in SENTENCE_TRANSFORMERS_FORMS and has_processor
     card_tags = list(dict.fromkeys([*BASE_TAGS, backbone_type, *(["lora", "peft"] if form == "adapter" else []),
-                                    *(["transformers"] if form != "adapter" else []), *tags]))
+                                    *(["transformers"] if form != "adapter" else []),
+                                    *(["sentence-transformers"] if st_ready else []), *tags]))
     card_data = ModelCardData(
         base_model=base_model,
         datasets=datasets or None,
@@ -223,10 +231,13 @@ def build_model_card(
         },
         "fusion_description": _FUSION_DESCRIPTIONS[config.fusion],
         "lora": [(k, _cell(lora[k])) for k in _LORA_FIELDS if lora.get(k) not in (None, False)] if lora else [],
-        "lora_note": _LORA_NOTES[form].format(base=base_model or "the base model") if lora else "",
+        "lora_note": (_LORA_NOTES["backbone" if form == "full" and not config.lora_config else form]
+                      .format(base=base_model or "the base model")) if lora else "",
         "load_snippet": _load_snippet(form, repo_id, type(backbone).__name__, base_model, base_model_revision,
                                       has_processor),
         "fusion_snippet": _FUSION_SNIPPETS.get(config.fusion, "") if form != "full" else "",
+        "st_form": form if st_ready else None,  # the template's sentence-transformers section
+        "repo_id": repo_id,
         "eval_rows": [
             {"task": r.dataset_config, "dataset": r.dataset_name, "split": r.dataset_split or "—",
              "metric": r.metric_name, "value": f"{r.metric_value:.4f}"}
@@ -235,6 +246,45 @@ def build_model_card(
     }
     path = Path(template_path) if template_path is not None else default_template_path()
     return ModelCard.from_template(card_data, template_path=str(path), info=info)
+
+
+#: Files a saved processor leaves in a directory (any one of them means the directory holds one).
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
+
+
+def render_training_card(
+    model: Any,
+    args: Any,
+    *,
+    output_dir: str | os.PathLike,
+    processor: Any | None = None,
+    eval_results: str | os.PathLike | Mapping | Sequence | None = None,
+    datasets: str | Sequence[str] | None = None,
+    data_description: str | None = None,
+    **card_kwargs: Any,
+) -> ModelCard:
+    """Write ``README.md`` (the GCL card of ``model`` trained with ``args``) into ``output_dir`` and return it.
+
+    What ``GCLTrainer.create_model_card`` calls: the card is for the full form saved in ``output_dir``; its repo
+    id is ``args.hub_model_id`` or the directory's name. The GCL settings come from ``model.config`` (what the
+    loss used); the training rows from ``args`` (``TrainingArguments`` fields, the GCL fields set away from
+    their defaults, the LoRA shortcuts). ``card_kwargs`` go to :func:`build_model_card` (``base_model``,
+    ``license``, ``language``, ``tags``, ``template_path``).
+    """
+    out = Path(output_dir)
+    info = _training_mapping(args)
+    if datasets:
+        info["datasets"] = datasets
+    if data_description:
+        info["data_description"] = data_description
+    has_processor = (processor is not None or getattr(model, "processor", None) is not None
+                     or any((out / name).is_file() for name in _PROCESSOR_FILES))
+    card = build_model_card(model, repo_id=getattr(args, "hub_model_id", None) or out.resolve().name, form="full",
+                            eval_results=eval_results, training_info=info, has_processor=has_processor,
+                            **card_kwargs)
+    out.mkdir(parents=True, exist_ok=True)
+    card.save(out / "README.md")
+    return card
 
 
 def hub_id_or_none(name: str | None) -> str | None:
@@ -248,13 +298,29 @@ def _training_mapping(training_info: Any) -> dict[str, Any]:
     if training_info is None:
         return {}
     if hasattr(training_info, "to_dict") and not isinstance(training_info, Mapping):
-        full = training_info.to_dict()
-        items = {k: full[k] for k in _TRAINING_ARG_FIELDS if k in full and full[k] not in (None, "", [])}
+        items = _training_args_mapping(training_info)
     elif isinstance(training_info, Mapping):
         items = dict(training_info)
     else:
         raise TypeError(f"training_info: expected a mapping or TrainingArguments, got {type(training_info).__name__}")
     return {str(k): v for k, v in items.items() if not _SECRET_KEY.search(str(k))}
+
+
+def _training_args_mapping(args: Any) -> dict[str, Any]:
+    """Card rows of a `TrainingArguments` / `GCLTrainingArguments`; the ``lora_*`` shortcuts become ``"lora"``."""
+    import dataclasses
+
+    full = args.to_dict()
+    items = {k: full[k] for k in _TRAINING_ARG_FIELDS if k in full and full[k] not in (None, "", [])}
+    defaults = {f.name: f.default for f in dataclasses.fields(args)} if dataclasses.is_dataclass(args) else {}
+    items.update({k: full[k] for k in _GCL_ARG_FIELDS
+                  if k in full and full[k] not in (None, "", []) and full[k] != defaults.get(k)})
+    if full.get("lora_r") is not None:
+        targets = full.get("lora_target_modules") or ""
+        items["lora"] = {"r": full["lora_r"], "lora_alpha": full.get("lora_alpha"),
+                         "lora_dropout": full.get("lora_dropout"),
+                         "target_modules": [t.strip() for t in str(targets).split(",") if t.strip()]}
+    return items
 
 
 def _cell(value: Any) -> str:
@@ -311,13 +377,16 @@ def _load_snippet(form: str, repo_id: str, cls: str, base_model: str | None, bas
     rev = 'revision="main"'  # the card says: pin a commit sha for reproducibility
     processor_src = repo_id if has_processor else (base_model or "<the base model's processor>")
     if form == "full":
+        processor_arg = "" if has_processor else f', processor=AutoProcessor.from_pretrained("{processor_src}")'
         return (
             "import gcl_hf  # registers the 'gcl' model type with AutoConfig / AutoModel\n"
-            "from transformers import AutoModel, AutoProcessor\n\n"
+            "from PIL import Image\n"
+            f"from transformers import {'AutoModel' if has_processor else 'AutoModel, AutoProcessor'}\n\n"
             f'model = AutoModel.from_pretrained("{repo_id}", {rev})  # a gcl_hf.GCLModel\n'
-            f'processor = AutoProcessor.from_pretrained("{processor_src}")\n'
-            "# or: model = gcl_hf.hub.load(repo_id, revision=...)\n"
-            "# model.encode_image(...), model.encode_text(...), model.encode_fused(...)"
+            "# texts, images and fused image+text items in one call: L2-normalised [N, D], in input order\n"
+            'image = Image.open("dog.jpg")\n'
+            'embeddings = model.encode(["a photo of a dog", image, {"image": image, "text": "a dog"}]'
+            f"{processor_arg})"
         )
     if form == "adapter":
         base = base_model or "<base model id>"
@@ -340,4 +409,4 @@ def _load_snippet(form: str, repo_id: str, cls: str, base_model: str | None, bas
 
 
 __all__ = ["BASE_TAGS", "FORMS", "build_model_card", "default_template_path", "eval_results_from_json",
-           "hub_id_or_none"]
+           "hub_id_or_none", "render_training_card"]

@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: Files a push replaces: stale weights/configs of another form must not survive in the repo.
 _REPLACED_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
-                      "*.ckpt", "*.pkl", "config.json", ADAPTER_CONFIG_FILE, GCL_SETTINGS_FILE)
+                      "*.ckpt", "*.pkl", "config.json", ADAPTER_CONFIG_FILE, GCL_SETTINGS_FILE,
+                      # [usage] sentence-transformers files of another form
+                      "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Normalize/*")
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -73,6 +75,7 @@ def save_for_hub(
     """Write exactly what :func:`publish` uploads for ``form`` into ``save_directory`` (weights, configs,
     processor files, README.md card) and return it. Useful to inspect a push before making it."""
     base_model = check_publishable(model, form, base_model)
+    processor = processor if processor is not None else model.processor  # [usage] the attached processor
     out = Path(save_directory)
     out.mkdir(parents=True, exist_ok=True)
     if form == "full":

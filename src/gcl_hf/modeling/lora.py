@@ -68,6 +68,7 @@ class LoraMixin:
             logger.warning("save_backbone: the backbone has no logit_scale; the learned temperature is not saved")
         kwargs.pop("safe_serialization", None)
         self.merged_backbone().save_pretrained(save_directory, **kwargs)
+        self._save_usage_files(save_directory, form="backbone", **kwargs)
 
 
 def _jsonable(value: Any) -> Any:

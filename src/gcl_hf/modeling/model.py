@@ -22,6 +22,7 @@ from gcl_hf.modeling.backbone import (
     pooled_features,
 )
 from gcl_hf.modeling.configuration import GCLConfig
+from gcl_hf.modeling.encode import EncodeMixin
 from gcl_hf.modeling.fusion import (
     FUSED_ENCODER_METHOD,
     FusionMLP,
@@ -66,7 +67,7 @@ class GCLPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
-class GCLModel(LoraMixin, GCLPreTrainedModel):
+class GCLModel(EncodeMixin, LoraMixin, GCLPreTrainedModel):
     """A CLIP-like backbone that embeds images, texts and fused image+text items into one space.
 
     Build one with :meth:`from_backbone` (wrap a model or a checkpoint name) or ``from_pretrained`` (a saved
@@ -289,6 +290,22 @@ class GCLModel(LoraMixin, GCLPreTrainedModel):
             logit_bias=bias.reshape(()) if bias is not None else None,
             return_pair_losses=return_pair_losses,
         )
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """``PreTrainedModel.save_pretrained`` plus, beside the weights, the attached processor (so `encode` finds
+        it) and the sentence-transformers files (so ``SentenceTransformer(directory)`` loads the model)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self._save_usage_files(save_directory, form="full", **kwargs)
+
+    def _save_usage_files(self, save_directory: str | os.PathLike, *, form: str, **kwargs: Any) -> None:
+        if not kwargs.get("is_main_process", True):
+            return
+        from gcl_hf.modeling.st_format import write_sentence_transformers_files
+
+        if self.processor is not None:
+            self.processor.save_pretrained(save_directory)
+        write_sentence_transformers_files(self, save_directory, form=form)
 
     # ------------------------------------------------------------------ Hub
     def push_to_hub(
