@@ -18,6 +18,9 @@ from gcl_hf.testing import tiny_clip
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: The card row of the default negatives (the value the loss resolved, described).
+EQ2_ROW = "| Negatives | all — one softmax over the batch's image, text and fused embeddings (the paper's Eq. 2) |"
+
 def _meta(card: ModelCard) -> dict:
     """The YAML block as the Hub would read it (huggingface_hub's own regex split)."""
     reparsed = ModelCard(str(card))
@@ -89,7 +92,7 @@ def test_card_metadata_round_trips_through_huggingface_hub(tmp_path):
     card.save(path)
     assert metadata_load(path)["model-index"] == meta["model-index"]
     text = card.text
-    assert "| Negatives | `all` |" in text and "1, 1, 2, 2, 1, 1" in text and "`mean`" in text
+    assert EQ2_ROW in text and "1, 1, 2, 2, 1, 1" in text and "`mean`" in text
     assert "LCS-558K captions" in text and "| `learning_rate` | `1e-05` |" in text
     assert "`a\\|b`" in text  # table cells are escaped
     assert "| mbeir_mscoco_task0 | M-BEIR | — | Recall@5 | 0.6100 |" in text
@@ -173,7 +176,7 @@ def test_card_from_real_training_arguments_shows_the_loss_settings(tmp_path):
     assert "# run: a GCL-trained CLIPModel" in text  # repo id: the output directory's name
     pairs = "image → text, text → image, image → fused, fused → image"
     assert f"| Pairs (anchor → candidates) | {pairs} |" in text
-    assert "| Pair weights | 1.0, 1.0, 2.0, 2.0 |" in text and "| Negatives | `all` |" in text
+    assert "| Pair weights | 1.0, 1.0, 2.0, 2.0 |" in text and EQ2_ROW in text
     for row in ("| `pairs` | `image->text,text->image,image->fused,fused->image` |", "| `pair_weights` | `1,1,2,2` |",
                 "| `negatives` | `all` |", "| `gradient_cache_chunk_size` | `4` |", "| `learning_rate` | `0.0003` |",
                 "| `r` | `4` |", "| `lora_alpha` | `8` |"):

@@ -125,7 +125,9 @@ def test_full_form_round_trip(hub, tmp_path):
 
     assert commit.oid == hub.commit_sha("fake-user/gcl-full")
     assert _files(hub, "fake-user/gcl-full") == {".gitattributes", "README.md", "config.json", "model.safetensors",
-                                                  "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
+                                                  "processor_config.json", "tokenizer.json", "tokenizer_config.json",
+                                                  "modules.json", "sentence_bert_config.json",
+                                                  "config_sentence_transformers.json"}
     assert hub.repos["fake-user/gcl-full"].commits[commit.oid].files["model.safetensors"].lfs_sha256  # went via LFS
     card, raw = _card("fake-user/gcl-full", commit.oid)
     _check_common_card(card, raw, library="gcl-hf")

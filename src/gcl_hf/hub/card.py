@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from gcl_hf.integrations.sentence_transformers import SENTENCE_TRANSFORMERS_FORMS
+from gcl_hf.modeling.st_format import SENTENCE_TRANSFORMERS_FORMS
 
 FORMS = ("full", "adapter", "backbone")
 #: Tags every GCL card carries (the Hub filters on them).
@@ -226,7 +226,7 @@ def build_model_card(
             "fusion": config.fusion,
             "pairs_text": ", ".join(f"{a} → {b}" for a, b in config.pair_tuples),
             "pair_weights_text": ", ".join(str(w) for w in config.pair_weights) if config.pair_weights else "equal",
-            "negatives": config.negatives,
+            "negatives": _NEGATIVES_DESCRIPTIONS[config.loss_settings.negatives],
             "objective": config.objective,
         },
         "fusion_description": _FUSION_DESCRIPTIONS[config.fusion],
@@ -357,6 +357,11 @@ _FUSION_DESCRIPTIONS = {
     "sum": "UniIR's score fusion: raw image and text projections added, then L2-normalised",
     "mean": "the mean of the L2-normalised image and text embeddings, then L2-normalised",
     "mlp": "score fusion plus a learned residual MLP head (stored with the GCL weights)",
+    "backbone": "the backbone's own fused encoder (`get_fused_features`)",
+}
+_NEGATIVES_DESCRIPTIONS = {
+    "all": "all — one softmax over the batch's image, text and fused embeddings (the paper's Eq. 2)",
+    "modality": "modality — a separate InfoNCE per pair over the target modality (CLIP's loss for image↔text pairs)",
 }
 _LORA_NOTES = {
     "full": "The adapter is stored unmerged inside the checkpoint (`config.lora_config`); "

@@ -108,6 +108,13 @@ class GCLConfig(PreTrainedConfig):
             raise
 
     @property
+    def projection_dim(self) -> int:
+        """The embedding size (sentence-transformers reads this name for its output dimension)."""
+        from gcl_hf.modeling.backbone import embedding_dim
+
+        return embedding_dim(self.backbone_config)
+
+    @property
     def pair_tuples(self) -> list[tuple[str, str]]:
         return [(a, b) for a, b in self.pairs]
 

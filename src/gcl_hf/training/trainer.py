@@ -110,6 +110,7 @@ class GCLTrainer(Trainer):
         self._pair_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._pair_counts: dict[str, int] = {"train": 0, "eval": 0}
         self._in_evaluate = False
+        self._last_retrieval: dict[str, dict[str, float]] = {}  # task → metrics, for the model card
 
         # Trainer refuses an eval strategy without an eval_dataset; retrieval tasks are evaluation data too.
         restore_strategy = None
@@ -354,9 +355,40 @@ class GCLTrainer(Trainer):
                 name = str(task.name).replace(" ", "_")
                 results.update({f"{metric_key_prefix}_{name}_{key}": float(value) for key, value in scores.items()
                                 if isinstance(value, (int, float))})
+                self._last_retrieval[str(task.name)] = {k: float(v) for k, v in scores.items()
+                                                        if isinstance(v, (int, float))}
         finally:
             model.train(was_training)
         return results
+
+    # ------------------------------------------------------------------ model card
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the GCL model card (base model, data, loss and LoRA settings, how to load, retrieval results) to
+        ``args.output_dir/README.md`` instead of the generic Trainer card; ``push_to_hub`` uploads it."""
+        if not self.is_world_process_zero():
+            return
+        from gcl_hf.hub.card import render_training_card
+
+        datasets = dataset_tags or dataset
+        card_kwargs: dict[str, Any] = {"license": license, "language": language}
+        if tags:
+            card_kwargs["tags"] = [tags] if isinstance(tags, str) else list(tags)
+        if finetuned_from:
+            card_kwargs["base_model"] = finetuned_from
+        render_training_card(self.model, self.args, output_dir=self.args.output_dir, processor=self.processing_class,
+                             eval_results=self._last_retrieval or None,
+                             datasets=[datasets] if isinstance(datasets, str) else datasets, **card_kwargs)
 
     # ------------------------------------------------------------------ saving
     def save_adapter(self, output_dir: str | os.PathLike | None = None) -> str:
