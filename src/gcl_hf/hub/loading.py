@@ -1,23 +1,55 @@
 """Load a published GCL model back, in any of its three forms, from a Hub repo or a local directory.
 
 One snapshot per load (the revision is resolved to a commit first); safetensors only unless the caller opts
-in with ``allow_pickle=True``; never ``trust_remote_code``.
+in with ``allow_pickle=True``; never ``trust_remote_code``. Offline (``HF_HUB_OFFLINE=1``, or the Hub
+unreachable) a repo loaded before comes from the local Hub cache, as transformers does: the revision resolves
+through the cache's refs (which an online load records) to a cached snapshot.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                    RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import validate_repo_id
 
 from gcl_hf.hub.adapter import (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILES, GCL_EXTRA_WEIGHTS_FILE, GCL_SETTINGS_FILE,
                                 load_adapter, read_settings)
 from gcl_hf.modeling.model import GCLModel
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+logger = logging.getLogger(__name__)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's connection/timeout errors (huggingface_hub's client is httpx2 or httpx)."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx", "requests"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        error = getattr(module, "TransportError", None) or getattr(module, "ConnectionError", None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            found.append(error)
+    return tuple(found)
+
+
+#: errors that mean "the Hub cannot be reached": loading then falls back to the local Hub cache
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (OfflineModeIsEnabled, *_transport_errors())
+
+
+class HubCacheMissError(FileNotFoundError):
+    """Offline, and the repo/revision is not in the local Hub cache."""
 
 
 class UnsafeWeightsError(OSError):
@@ -47,17 +79,18 @@ def load(
     ``revision`` (branch, tag or commit sha) is resolved to one commit so every file comes from the same
     snapshot. Pickle weights raise `UnsafeWeightsError` unless ``allow_pickle=True``.
     """
-    local = Path(repo_id).is_dir()
     source = str(repo_id)
+    local = Path(repo_id).is_dir()
+    sha = None
     if local:
         files = [p.relative_to(repo_id).as_posix() for p in Path(repo_id).rglob("*") if p.is_file()]
-        sha = None
+        where = source
     else:
-        info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
-            source, revision=revision)
-        files = [s.rfilename for s in info.siblings or []]
-        sha = info.sha
-    where = f"{source}@{revision or 'main'}" if not local else source
+        files, sha, snapshot = _resolve(source, revision, token=token, cache_dir=cache_dir)
+        where = f"{source}@{revision or 'main'}"
+        if snapshot is not None:  # offline: load the cached snapshot as a local directory
+            source, local = snapshot, True
+            where += f" (offline: cached snapshot {sha})"
 
     def fetch(filename: str) -> str:
         if local:
@@ -81,7 +114,69 @@ def load(
         model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     else:
         model = _load_adapter(files, fetch, where, allow_pickle, token, cache_dir)
+    if not local:
+        _remember_revision(str(repo_id), revision, sha, cache_dir)
     return model.eval()
+
+
+def _resolve(repo_id: str, revision: str | None, *, token: str | bool | None,
+             cache_dir: str | os.PathLike | None) -> tuple[list[str], str, str | None]:
+    """``(files, commit sha, None)`` from the Hub, or ``(files, sha, snapshot directory)`` from the local Hub
+    cache when the Hub is offline or unreachable."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(f"{repo_id}: no such local directory, and not a Hub repo id ('namespace/name')") \
+            from None
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
+                repo_id, revision=revision)
+            return [s.rfilename for s in info.siblings or []], str(info.sha), None
+        except RepositoryNotFoundError as exc:
+            raise type(exc)(f"Repository Not Found: {repo_id} is neither a local directory nor a model repo on the "
+                            "Hub that you can see (private or gated: log in with `hf auth login`)",
+                            response=exc.response) from exc
+        except RevisionNotFoundError as exc:
+            raise type(exc)(f"{repo_id}: no revision {revision!r} (branch, tag or commit) on the Hub",
+                            response=exc.response) from exc
+        except NETWORK_ERRORS as exc:
+            logger.warning("the Hub is unreachable (%s); loading %s from the local Hub cache",
+                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__, repo_id)
+    snapshot = _cached_snapshot(repo_id, revision, cache_dir)
+    files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    return files, snapshot.name, str(snapshot)
+
+
+def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> Path:
+    """The cached snapshot directory of ``repo_id@revision`` (refs resolved as huggingface_hub does)."""
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OfflineModeIsEnabled) as exc:
+        raise HubCacheMissError(
+            f"{repo_id}@{revision or 'main'}: the Hub is offline (HF_HUB_OFFLINE=1 or unreachable), and this is "
+            f"neither a local directory nor in the local Hub cache ({cache_dir or constants.HF_HUB_CACHE}); load it "
+            "once online, or pass a local directory"
+        ) from exc
+
+
+def _remember_revision(repo_id: str, revision: str | None, sha: str | None,
+                       cache_dir: str | os.PathLike | None) -> None:
+    """Record ``revision -> sha`` in the Hub cache's ``refs/`` (what ``hf_hub_download`` does for a branch or
+    tag), so an offline load of the same revision finds the snapshot we just downloaded by its commit."""
+    name = revision or "main"
+    if not sha or name == sha:
+        return
+    ref = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / name
+    try:
+        if ref.is_file() and ref.read_text().strip() == sha:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        tmp.write_text(sha)
+        os.replace(tmp, ref)
+    except OSError as exc:  # a read-only cache: offline loads then need the commit sha
+        logger.debug("could not record %s@%s -> %s in the Hub cache: %s", repo_id, name, sha, exc)
 
 
 def _detect_form(files: list[str], fetch: Any, where: str) -> str:
@@ -129,16 +224,18 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
     if not base_id:
         raise ValueError(f"{where}: {ADAPTER_CONFIG_FILE} has no base_model_name_or_path; cannot load the base model")
     base_revision = adapter_config.get("revision")
-    if not Path(base_id).is_dir():
-        base_info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
-            base_id, revision=base_revision)
-        _check_weights([s.rfilename for s in base_info.siblings or []], ("model",),
-                       f"base model {base_id}@{base_revision or 'main'}", allow_pickle)
-        base_revision = base_info.sha
-    backbone = AutoModel.from_pretrained(base_id, revision=base_revision, token=token, cache_dir=cache_dir,
-                                         use_safetensors=None if allow_pickle else True)
+    base_source, base_local = base_id, Path(base_id).is_dir()
+    if not base_local:
+        base_files, base_sha, snapshot = _resolve(base_id, base_revision, token=token, cache_dir=cache_dir)
+        _check_weights(base_files, ("model",), f"base model {base_id}@{base_revision or 'main'}", allow_pickle)
+        if snapshot is not None:
+            base_source, base_local = snapshot, True
+    hub_kwargs: dict[str, Any] = {} if base_local else {"revision": base_sha, "token": token, "cache_dir": cache_dir}
+    backbone = AutoModel.from_pretrained(base_source, use_safetensors=None if allow_pickle else True, **hub_kwargs)
+    if not base_local:
+        _remember_revision(base_id, base_revision, base_sha, cache_dir)
     model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     return load_adapter(model, config_path.parent, is_trainable=True, name=where)
 
 
-__all__ = ["PICKLE_SUFFIXES", "UnsafeWeightsError", "load"]
+__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "load"]
