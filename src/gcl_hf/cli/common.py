@@ -61,6 +61,7 @@ class GCLArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("epilog", "Multi-word flags take dashes or underscores (--batch-size = --batch_size).")
         super().__init__(*args, **kwargs)
         self.add_argument("--debug", action="store_true",
                           help="show the full traceback when the command fails (also: gcl-hf --debug <command>)")

@@ -27,13 +27,13 @@ from typing import Any
 
 from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model, load_processor, parse_options
 
-__all__ = ["load_pool_file", "main", "parse_args"]
+__all__ = ["build_parser", "load_pool_file", "main", "parse_args"]
 
 _PROG = "gcl-hf encode"
 _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-def parse_args(argv: list[str] | None = None) -> Any:
+def build_parser() -> GCLArgumentParser:
     p = GCLArgumentParser(prog=_PROG, description=__doc__)
     p.add_argument("--model", required=True,
                    help="saved GCLModel / adapter / plain CLIP-like checkpoint: local directory or Hub id")
@@ -62,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--output", help="write a JSON summary here (rank 0): per dataset its directory, fingerprint, "
                                     "rows and rows/s")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.benchmark and not args.root:
         p.error("--benchmark needs --root")

@@ -12,6 +12,7 @@ card's ``model-index``. With ``--save-rankings DIR`` each task's rankings are wr
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,12 @@ from typing import Any
 from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model, load_processor, parse_options
 from gcl_hf.cli.rankings import write_rankings
 
-__all__ = ["average_metrics", "evaluate_benchmark", "format_table", "main", "parse_args"]
+__all__ = ["build_parser", "average_metrics", "evaluate_benchmark", "format_table", "main", "parse_args"]
 
 _PROG = "gcl-hf eval"
 
 
-def parse_args(argv: list[str] | None = None):
+def build_parser() -> GCLArgumentParser:
     p = GCLArgumentParser(prog=_PROG, description=__doc__)
     p.add_argument("--benchmark", required=True, choices=["mbeir", "mmeb", "covr"], help="benchmark to run")
     p.add_argument("--root", required=True, help="benchmark root directory (published layout) or Hub dataset repo")
@@ -51,6 +52,11 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--errors", choices=["raise", "skip"], default="raise",
                    help="malformed benchmark rows: stop with an error naming file/line/field, or count and skip")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    p = build_parser()
     args = p.parse_args(argv)
     for name in ("batch_size", "rankings_depth"):
         if getattr(args, name) < 1:
@@ -79,7 +85,13 @@ def load_tasks(benchmark: str, root: str, options: dict[str, Any]) -> list[Any]:
         return load_benchmark(benchmark, root, **options)
     except BenchmarkFormatError:
         raise
-    except (TypeError, ValueError) as exc:  # an unknown option, a bad option value
+    except TypeError as exc:  # an option the loader does not take
+        unknown = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        if unknown is None:
+            raise
+        raise CLIError(f"--option {unknown.group(1)!r}: not an option of the {benchmark} loader "
+                       f"(see help(gcl_hf.benchmarks.BENCHMARKS[{benchmark!r}]))") from exc
+    except ValueError as exc:  # a bad option value
         raise CLIError(f"{benchmark} at {root}: {exc}") from exc
 
 
@@ -155,9 +167,9 @@ def render_results(benchmark: str, results: dict[str, dict[str, float]], headlin
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = _options(args)
+    tasks = load_tasks(args.benchmark, args.root, options)  # first: a missing or malformed file fails fast
     model = load_model(args.model, revision=args.revision, device=args.device)
     processor = load_processor(args.model, model, processor=args.processor, revision=args.revision, prog=_PROG)
-    tasks = load_tasks(args.benchmark, args.root, options)
     results = evaluate_benchmark(model, processor, tasks, rankings_dir=args.save_rankings,
                                  rankings_depth=args.rankings_depth, run_name=args.run_name,
                                  batch_size=args.batch_size, num_workers=args.num_workers, index=args.index,

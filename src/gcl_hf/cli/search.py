@@ -17,12 +17,12 @@ from typing import Any
 
 from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model
 
-__all__ = ["main", "parse_args"]
+__all__ = ["build_parser", "main", "parse_args"]
 
 _PROG = "gcl-hf search"
 
 
-def parse_args(argv: list[str] | None = None) -> Any:
+def build_parser() -> GCLArgumentParser:
     p = GCLArgumentParser(prog=_PROG, description=__doc__)
     p.add_argument("--index", required=True, help="index directory (written by gcl-hf encode or GCLIndex.save)")
     p.add_argument("--text", help="query text")
@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> Any:
                    help="exact streaming top-k, or a faiss flat index (needs faiss installed)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print the hits as JSON")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.text is None and args.image is None:
         p.error("give --text, --image or both")

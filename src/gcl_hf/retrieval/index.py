@@ -131,10 +131,18 @@ def documents_from_records(records: Sequence[Mapping[str, Any]]) -> datasets.Dat
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             image = buffer.getvalue()
+        if image is not None and not isinstance(image, (str, os.PathLike, bytes, bytearray)):
+            raise TypeError(f"record {n} (id {record.get('id', n)!r}), field 'image': expected a path, bytes or a PIL "
+                            f"image, got {type(image).__name__}")
         rows.append({"id": str(record.get("id", n)), "text": text if isinstance(text, str) else None,
-                     "image": image, "modality": modality})
+                     "image": str(image) if isinstance(image, os.PathLike) else image, "modality": modality})
     if not rows:
         raise ValueError("no documents to index")
+    if any(r["image"] is not None and not isinstance(r["image"], str) for r in rows):
+        for r in rows:  # paths next to bytes: one column of {"bytes", "path"} dicts (what open_image reads)
+            image = r["image"]
+            r["image"] = None if image is None else {"bytes": None, "path": image} if isinstance(image, str) \
+                else {"bytes": bytes(image), "path": None}
     return datasets.Dataset.from_list(rows)
 
 
