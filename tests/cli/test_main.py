@@ -116,21 +116,35 @@ def test_bad_arguments_are_one_line_with_status_2(capsys):
 
 
 def test_eval_bad_option_names_it(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="--option 'pool'"):
-        cli.main(["eval", "--benchmark", "mbeir", "--root", str(tmp_path), "--model", str(tmp_path),
-                  "--option", "pool"])
+    assert cli.main(["eval", "--benchmark", "mbeir", "--root", str(tmp_path), "--model", str(tmp_path),
+                     "--option", "pool"]) == 1
+    assert "--option 'pool': expected KEY=JSON" in _one_error_line(capsys, "gcl-hf eval")
+    with pytest.raises(SystemExit, match="--option 'pool'"):  # called from Python: the message, no traceback
+        eval_cli.main(["--benchmark", "mbeir", "--root", str(tmp_path), "--model", str(tmp_path), "--option", "pool"])
     write_mbeir(tmp_path / "mbeir", tasks=("mscoco_task0",))
     assert cli.main(["eval", "--benchmark", "mbeir", "--root", str(tmp_path / "mbeir"), "--model", str(tmp_path),
                      "--option", "colour=1"]) == 1
     assert "--option 'colour': not an option of the mbeir loader" in _one_error_line(capsys, "gcl-hf eval")
 
 
-@pytest.mark.parametrize("where", ["before", "after"])
-def test_debug_shows_the_traceback(tmp_path, where):
+@pytest.mark.parametrize("where", ["before", "after", "env"])
+def test_debug_shows_the_traceback(tmp_path, where, capsys, monkeypatch):
     argv = ["eval", "--benchmark", "mbeir", "--root", str(tmp_path / "nowhere"), "--model", "m"]
-    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        cli.main(argv)
+    if where == "env":
+        monkeypatch.setenv("GCL_HF_DEBUG", "1")
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"] if where == "after" else argv
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "load_benchmark" in err and "nowhere" in err
+
+
+def test_demo_takes_both_spellings_too(capsys):
+    """The dispatcher hands `gcl-hf demo` dashed flags: --batch_size reaches the demo's --batch-size."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--batch_size", "not-a-number"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--batch-size: invalid int value: 'not-a-number'" in err and "unrecognized" not in err
 
 
 # ------------------------------------------------------------------------------------------ flag spellings

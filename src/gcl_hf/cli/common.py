@@ -18,8 +18,18 @@ __all__ = ["CLIError", "GCLArgumentParser", "known_errors", "load_model", "load_
            "parse_options"]
 
 
-class CLIError(Exception):
-    """A user-facing failure of a command (bad input, missing file): printed as one line, exit status 1."""
+class CLIError(SystemExit):
+    """A user-facing failure of a command (bad input, missing file): one line on stderr, exit status 1.
+
+    A ``SystemExit`` so that a command's ``main`` called from Python, outside the `gcl-hf` dispatcher, also ends
+    with the message and no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def normalize_flags(argv: Sequence[str], known: set[str] | None = None) -> list[str]:
@@ -83,7 +93,7 @@ def parse_options(items: list[str], prog: str) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"{prog}: error: --option {item!r}: expected KEY=JSON")
+            raise CLIError(f"--option {item!r}: expected KEY=JSON")
         try:
             options[key] = json.loads(raw)
         except json.JSONDecodeError:

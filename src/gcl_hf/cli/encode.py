@@ -42,8 +42,8 @@ def build_parser() -> GCLArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--benchmark", choices=["mbeir", "mmeb", "covr"], help="encode a benchmark's pools/queries")
     source.add_argument("--pool", help="a folder of documents (image files and .txt files, paired by name), or a "
-                                        "JSONL or parquet file with the columns id, text and/or image (modality "
-                                        "inferred when absent)")
+                                        "JSONL or parquet file with the columns id, modality ('image', 'text' or "
+                                        "'image,text'), text and/or image")
     p.add_argument("--root", help="benchmark root directory (published layout) or Hub dataset repo (--benchmark)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                    help="benchmark loader option, e.g. --option pool='\"global\"' --option check_images=false "
@@ -82,9 +82,8 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     """A pool as an Arrow-backed ``datasets.Dataset``: a folder of documents
     (:func:`~gcl_hf.retrieval.index.documents_from_folder`), or a JSONL/parquet file (memory-mapped).
 
-    A file needs an ``id`` column plus ``text`` and/or ``image`` (image paths, relative ones resolved at encoding
-    time); ``modality`` is inferred from them when absent. A missing file or column raises :class:`CLIError`
-    naming it.
+    A file needs the columns ``id`` and ``modality`` plus ``text`` and/or ``image`` (image paths, relative ones
+    resolved at encoding time). A missing file or column raises :class:`CLIError` naming it.
     """
     import datasets
 
@@ -97,7 +96,7 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
     if not path.is_file():
-        raise CLIError(f"pool file or folder not found: {path}")
+        raise CLIError(f"pool file not found (nor a folder of documents): {path}")
     builder = _FORMATS.get(path.suffix.lower())
     if builder is None:
         raise CLIError(f"{path}: unsupported pool format {path.suffix!r} (use a folder, .jsonl, .json or .parquet)")
@@ -107,21 +106,12 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     except Exception as exc:  # noqa: BLE001 - the parser's message, located at the file
         raise CLIError(f"{path}: cannot read the pool file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
     columns = dataset.column_names
-    if "id" not in columns:
-        raise CLIError(f"{path}: missing column 'id' (columns: {columns})")
+    missing = [c for c in ("id", "modality") if c not in columns]
     if not {"text", "image"} & set(columns):
-        raise CLIError(f"{path}: missing column 'text' or 'image' (columns: {columns})")
-    if "modality" not in columns:
-        dataset = dataset.map(_infer_modality, with_indices=True, desc="inferring modality")
+        missing.append("text' or 'image")
+    if missing:
+        raise CLIError(f"{path}: missing column '{missing[0]}' (columns: {columns})")
     return dataset
-
-
-def _infer_modality(row: dict[str, Any], index: int) -> dict[str, str]:
-    text, image = row.get("text"), row.get("image")
-    has_text, has_image = isinstance(text, str) and bool(text.strip()), bool(image)
-    if not (has_text or has_image):
-        raise CLIError(f"row {index} (id {row.get('id')!r}): neither a 'text' nor an 'image'")
-    return {"modality": "image,text" if has_text and has_image else "image" if has_image else "text"}
 
 
 def _items(args: Any) -> list[tuple[str, Any, str | None]]:

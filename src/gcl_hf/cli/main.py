@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 from gcl_hf.cli.common import known_errors, normalize_flags, one_line
 
@@ -69,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except known_errors() as exc:
         if debug:
-            raise
-        print(f"{prog}: error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+            traceback.print_exc()
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        else:
+            print(f"{prog}: error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
         return 1
 
 
