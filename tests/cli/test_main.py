@@ -10,9 +10,8 @@ from gcl_hf import GCLModel, cli
 from gcl_hf.cli import encode as encode_cli
 from gcl_hf.cli import eval as eval_cli
 from gcl_hf.cli import search as search_cli
-from gcl_hf.cli.common import normalize_flags
+from gcl_hf.cli.common import GCLArgumentParser, normalize_flags
 from gcl_hf.cli.push import add_push_arguments, resolve_push_arguments
-from gcl_hf.cli.common import GCLArgumentParser
 from gcl_hf.cli.train import parse_args as train_parse_args
 from gcl_hf.testing import tiny_clip, tiny_processor
 

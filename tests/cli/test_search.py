@@ -73,7 +73,7 @@ def test_search_json_and_faiss(encoded, capsys):
 
 
 def test_search_refuses_another_model(encoded, tmp_path, capsys):
-    root, docs, _ = encoded
+    root, _, _ = encoded
     index_dir = _index_dir(root, capsys)
     other = tmp_path / "other"
     GCLModel.from_backbone(tiny_clip(seed=1)).save_pretrained(other)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fake_hub import FakeHub
 from huggingface_hub import constants
 from peft import LoraConfig
 
@@ -12,8 +13,6 @@ from gcl_hf import GCLModel
 from gcl_hf import hub as gcl_hub
 from gcl_hf.hub.loading import HubCacheMissError
 from gcl_hf.testing import tiny_clip, tiny_processor
-
-from fake_hub import FakeHub  # noqa: E402 - tests/ is on sys.path (conftest)
 
 TOKEN = "hf_FakeTokenForTests0123456789abcdef"
 BASE = "fake-user/tiny-clip-base"

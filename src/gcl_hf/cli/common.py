@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-__all__ = ["CLIError", "GCLArgumentParser", "known_errors", "load_model", "load_processor", "normalize_flags", "one_line",
-           "parse_options"]
+__all__ = ["CLIError", "GCLArgumentParser", "known_errors", "load_model", "load_processor", "normalize_flags",
+           "one_line", "parse_options"]
 
 
 class CLIError(SystemExit):

@@ -20,7 +20,7 @@ from typing import Any
 from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model, load_processor, parse_options
 from gcl_hf.cli.rankings import write_rankings
 
-__all__ = ["build_parser", "average_metrics", "evaluate_benchmark", "format_table", "main", "parse_args"]
+__all__ = ["average_metrics", "build_parser", "evaluate_benchmark", "format_table", "main", "parse_args"]
 
 _PROG = "gcl-hf eval"
 

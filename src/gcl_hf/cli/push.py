@@ -78,7 +78,8 @@ def _local_processor(model_dir: Path) -> Any | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``gcl-hf push``."""
-    parser = add_push_arguments(GCLArgumentParser(prog="gcl-hf push", description=__doc__.splitlines()[0].replace("``", "")))
+    description = __doc__.splitlines()[0].replace("``", "")
+    parser = add_push_arguments(GCLArgumentParser(prog="gcl-hf push", description=description))
     run_push(resolve_push_arguments(parser, parser.parse_args(argv)))
     return 0
 

@@ -39,7 +39,8 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
 
 
-def write_rankings(directory: str | os.PathLike, task: Any, rankings: Any, *, run_name: str = "gcl-hf") -> dict[str, Path]:
+def write_rankings(directory: str | os.PathLike, task: Any, rankings: Any, *,
+                   run_name: str = "gcl-hf") -> dict[str, Path]:
     """Write ``task``'s ``rankings`` (a :class:`~gcl_hf.retrieval.evaluation.TaskRankings`) to ``directory``;
     returns the paths written (``trec``, ``json``, ``qrels``)."""
     directory = Path(directory)

@@ -2,8 +2,9 @@
 
 Every field of `ModelArguments`, `DataArguments` and `GCLTrainingArguments` is a flag (HfArgumentParser), spelt
 with underscores or dashes (``--per_device_train_batch_size`` = ``--per-device-train-batch-size``;
-``--model`` = ``--model_name_or_path``); a single ``.json`` / ``.yaml`` argument is read as a file of those flags. Works under ``accelerate launch`` and
-``torchrun`` (``accelerate launch -m gcl_hf.cli train ...`` or ``examples/train_gcl.py``).
+``--model`` = ``--model_name_or_path``); a single ``.json`` / ``.yaml`` argument is read as a file of those
+flags. Works under ``accelerate launch`` and ``torchrun`` (``accelerate launch -m gcl_hf.cli train ...`` or
+``examples/train_gcl.py``).
 
 Outputs in ``--output_dir``: the `GCLModel` (``save_pretrained``), with LoRA also ``adapter/`` (adapter + trained
 temperature), and with ``--save_backbone`` (default) ``backbone/``: the merged backbone as a plain checkpoint of

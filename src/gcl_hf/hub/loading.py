@@ -167,7 +167,8 @@ def _remember_revision(repo_id: str, revision: str | None, sha: str | None,
     name = revision or "main"
     if not sha or name == sha:
         return
-    ref = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / name
+    storage = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = storage / "refs" / name
     try:
         if ref.is_file() and ref.read_text().strip() == sha:
             return

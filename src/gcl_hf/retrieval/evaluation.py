@@ -167,7 +167,7 @@ def rank_corpus(
     return ranked, values
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def metric_function(name: str) -> Callable[..., dict[str, float]]:
     """The plain function of a shipped metric (``recall_at_k`` or ``precision_at_1``): the code its
     `evaluate` module runs, loaded from the same file, without ``evaluate.load``'s per-call set-up."""

@@ -297,25 +297,24 @@ class GCLIndex:
                                             **kwargs)
         else:
             embeddings = encode_dataset(model, processor, documents, **kwargs)
-        index = cls.from_embeddings(embeddings, documents, model, processor, image_root=root, model_ref=model_ref,
-                                    revision=revision, processor_ref=processor_ref, processor_kwargs=processor_kwargs,
-                                    backend=backend)
-        if (index.info.model_fingerprint, index.info.processor_fingerprint) != fingerprints:
-            raise RuntimeError("the model or processor changed while the corpus was being encoded")
-        return index
+        return cls.from_embeddings(embeddings, documents, model, processor, image_root=root, model_ref=model_ref,
+                                   revision=revision, processor_ref=processor_ref, processor_kwargs=processor_kwargs,
+                                   backend=backend, fingerprints=fingerprints)
 
     @classmethod
     def from_embeddings(cls, embeddings: CorpusEmbeddings | torch.Tensor | np.ndarray, documents: datasets.Dataset,
                         model: Any, processor: Any, *, image_root: str | None = None, model_ref: str | None = None,
                         revision: str | None = None, processor_ref: str | None = None,
-                        processor_kwargs: dict[str, Any] | None = None, backend: str = "exact") -> GCLIndex:
+                        processor_kwargs: dict[str, Any] | None = None, backend: str = "exact",
+                        fingerprints: tuple[str, str] | None = None) -> GCLIndex:
         """An index of embeddings already computed by ``model`` / ``processor`` (row ``i`` = ``documents[i]``),
-        e.g. a cache written by ``gcl-hf encode`` or :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`."""
+        e.g. a cache written by ``gcl-hf encode`` or :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`.
+        ``fingerprints``: the model's and processor's, when already computed."""
         dim = embeddings.dim if isinstance(embeddings, CorpusEmbeddings) else int(embeddings.shape[1])
-        info = IndexInfo(model_fingerprint=model_fingerprint(model), processor_fingerprint=processor_fingerprint(processor),
-                         num_rows=len(documents), dim=dim, model=model_ref or _reference(model), revision=revision,
-                         processor=processor_ref, processor_kwargs=dict(processor_kwargs or {}),
-                         image_root=image_root)
+        model_fp, processor_fp = fingerprints or (model_fingerprint(model), processor_fingerprint(processor))
+        info = IndexInfo(model_fingerprint=model_fp, processor_fingerprint=processor_fp, num_rows=len(documents),
+                         dim=dim, model=model_ref or _reference(model), revision=revision, processor=processor_ref,
+                         processor_kwargs=dict(processor_kwargs or {}), image_root=image_root)
         return cls(embeddings, documents, info, model=model, processor=processor, backend=backend)
 
     # ------------------------------------------------------------------------------------------ saving
