@@ -56,6 +56,10 @@ def test_offline_load_comes_from_the_cache(hub, monkeypatch, form):
     assert len(hub.requests) == seen, [(r.method, r.path) for r in hub.requests[seen:]]  # no Hub call at all
     torch.testing.assert_close(_fused(offline), _fused(online), atol=0, rtol=0)
     assert offline.config.fusion == "mean"
+    if form == "full":  # loaded by repo id from the cache, not from a snapshot path
+        assert offline.name_or_path == repo
+    if form == "adapter":
+        assert offline.backbone.peft_config["default"].base_model_name_or_path == BASE
     by_commit = gcl_hub.load(repo, revision=hub.commit_sha(repo))
     torch.testing.assert_close(_fused(by_commit), _fused(online), atol=0, rtol=0)
 

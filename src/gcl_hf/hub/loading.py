@@ -81,20 +81,17 @@ def load(
     """
     source = str(repo_id)
     local = Path(repo_id).is_dir()
-    sha = None
+    sha = snapshot = None
     if local:
         files = [p.relative_to(repo_id).as_posix() for p in Path(repo_id).rglob("*") if p.is_file()]
         where = source
     else:
         files, sha, snapshot = _resolve(source, revision, token=token, cache_dir=cache_dir)
-        where = f"{source}@{revision or 'main'}"
-        if snapshot is not None:  # offline: load the cached snapshot as a local directory
-            source, local = snapshot, True
-            where += f" (offline: cached snapshot {sha})"
+        where = f"{source}@{revision or 'main'}" + (f" (offline: cached commit {sha})" if snapshot else "")
 
     def fetch(filename: str) -> str:
-        if local:
-            return str(Path(source) / filename)
+        if local or snapshot:
+            return str(Path(snapshot or source) / filename)
         return hf_hub_download(source, filename, revision=sha, token=token, cache_dir=cache_dir)
 
     detected = _detect_form(files, fetch, where)
@@ -102,7 +99,9 @@ def load(
         raise ValueError(f"{where}: asked for form={form!r} but the repo holds the {detected!r} form")
     weights = ("adapter_model",) if detected == "adapter" else ("model",)
     _check_weights(files, weights, where, allow_pickle)
-    hub_kwargs: dict[str, Any] = {} if local else {"revision": sha, "token": token, "cache_dir": cache_dir}
+    # offline, transformers reads the same commit from the cache (the model keeps the repo id as its name)
+    hub_kwargs: dict[str, Any] = {} if local else {"revision": sha, "token": token, "cache_dir": cache_dir,
+                                                    "local_files_only": snapshot is not None}
     use_safetensors = None if allow_pickle else True
 
     if detected == "full":
@@ -114,7 +113,7 @@ def load(
         model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     else:
         model = _load_adapter(files, fetch, where, allow_pickle, token, cache_dir)
-    if not local:
+    if not local and snapshot is None:
         _remember_revision(str(repo_id), revision, sha, cache_dir)
     return model.eval()
 
@@ -225,16 +224,14 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
     if not base_id:
         raise ValueError(f"{where}: {ADAPTER_CONFIG_FILE} has no base_model_name_or_path; cannot load the base model")
     base_revision = adapter_config.get("revision")
-    base_source, base_local = base_id, Path(base_id).is_dir()
-    if not base_local:
+    hub_kwargs: dict[str, Any] = {}
+    if not Path(base_id).is_dir():
         base_files, base_sha, snapshot = _resolve(base_id, base_revision, token=token, cache_dir=cache_dir)
         _check_weights(base_files, ("model",), f"base model {base_id}@{base_revision or 'main'}", allow_pickle)
-        if snapshot is not None:
-            base_source, base_local = snapshot, True
-    hub_kwargs: dict[str, Any] = {} if base_local else {"revision": base_sha, "token": token, "cache_dir": cache_dir}
-    backbone = AutoModel.from_pretrained(base_source, use_safetensors=None if allow_pickle else True, **hub_kwargs)
-    if not base_local:
-        _remember_revision(base_id, base_revision, base_sha, cache_dir)
+        hub_kwargs = {"revision": base_sha, "token": token, "cache_dir": cache_dir, "local_files_only": bool(snapshot)}
+    backbone = AutoModel.from_pretrained(base_id, use_safetensors=None if allow_pickle else True, **hub_kwargs)
+    if hub_kwargs and not hub_kwargs["local_files_only"]:
+        _remember_revision(base_id, base_revision, hub_kwargs["revision"], cache_dir)
     model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     return load_adapter(model, config_path.parent, is_trainable=True, name=where)
 
