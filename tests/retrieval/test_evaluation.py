@@ -320,3 +320,54 @@ def test_errors_name_the_original_row_when_encoding_a_selection(model, processor
     bad = task.corpus.map(lambda r, i: {"text": None if i == 5 else r["text"]}, with_indices=True)
     with pytest.raises(EncodingError, match=r"row 5 \(id 'c5'\), field 'text'"):
         encode_dataset(model, processor, bad, image_root=image_root, rows=[4, 5], show_progress=False)
+
+
+def test_score_rankings_plain_functions_agree_with_the_evaluate_modules():
+    """score_rankings calls the metrics' plain functions; the `evaluate` modules (the public API) give the same."""
+    from gcl_hf import metrics
+    from gcl_hf.retrieval.evaluation import metric_function, score_rankings
+
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(30)]
+    predictions = [list(rng.permutation(ids)[:12]) for _ in range(40)]
+    references = [list(rng.choice(ids, size=int(rng.integers(1, 4)), replace=False)) for _ in range(40)]
+    plain = metric_function("recall_at_k")(predictions, references, [1, 3, 5, 10])
+    module = metrics.load("recall_at_k", keep_in_memory=True).compute(
+        predictions=predictions, references=references, k=[1, 3, 5, 10])
+    assert plain == module and 0 < plain["recall@1"] < plain["recall@10"] < 1
+    plain = metric_function("precision_at_1")(predictions, references)
+    module = metrics.load("precision_at_1", keep_in_memory=True).compute(predictions=predictions,
+                                                                          references=references)
+    assert plain == module
+
+    class Task:  # the shape score_rankings reads
+        name, metric = "t", "recall"
+        queries = {"id": [f"q{i}" for i in range(40)]}
+        qrels = {f"q{i}": set(r) for i, r in enumerate(references)}
+
+    expected = metrics.load("recall_at_k", keep_in_memory=True).compute(
+        predictions=predictions, references=[sorted(r) for r in references], k=[1, 5])
+    assert score_rankings(Task, predictions, (1, 5)) == {**expected, "num_queries": 40}
+
+
+def test_retrieve_keeps_scores_aligned_with_the_ranking(model, processor, image_root):
+    from gcl_hf.retrieval.evaluation import retrieve, score_rankings
+
+    task = _task(image_root)
+    q = encode_dataset(model, processor, task.queries, image_root=image_root, show_progress=False)
+    c = encode_dataset(model, processor, task.corpus, image_root=image_root, show_progress=False)
+    found = retrieve(model, processor, task, 7, batch_size=4, show_progress=False)
+    assert found.query_ids == list(task.queries["id"]) and all(len(r) == 7 for r in found.ids)
+    index = {cid: j for j, cid in enumerate(task.corpus["id"])}
+    for n, (ranked, scores) in enumerate(zip(found.ids, found.scores)):
+        np.testing.assert_allclose(scores, [float(q[n] @ c[index[x]]) for x in ranked], atol=1e-5)
+        assert scores == sorted(scores, reverse=True)
+    assert list(found.as_dict()["q2"]) == found.ids[2]
+    assert score_rankings(task, found.ids, (1, 5)) == pytest.approx({**_hand_recall(task, q @ c.T, (1, 5)),
+                                                                     "num_queries": 6})
+    cands = {qid: ["c3", "c0", "c1"] for qid in task.queries["id"]}
+    ranked, scores = rank_corpus(_task(image_root, metric="precision_at_1", candidates=cands), q, c, 2,
+                                 return_scores=True)
+    for n, (ids, s) in enumerate(zip(ranked, scores)):
+        assert len(ids) == 2 and set(ids) <= {"c3", "c0", "c1"}
+        np.testing.assert_allclose(s, [float(q[n] @ c[index[x]]) for x in ids], atol=1e-5)

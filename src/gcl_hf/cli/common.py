@@ -1,11 +1,87 @@
-"""Helpers shared by the `gcl-hf` sub-commands: ``KEY=JSON`` options and finding a model's processor."""
+"""Helpers shared by the `gcl-hf` sub-commands: one argument-parser style, ``KEY=JSON`` options, finding a
+model's processor, and the errors a command reports as one line instead of a traceback.
+
+Flag conventions (every sub-command): multi-word flags take dashes or underscores (``--batch-size`` and
+``--batch_size`` are the same flag), the model is always ``--model``, ``--help`` shows each default, and a bad
+argument is one ``error:`` line on stderr (exit status 2).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Any
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
-__all__ = ["load_processor", "parse_options"]
+__all__ = ["CLIError", "GCLArgumentParser", "known_errors", "load_model", "load_processor", "normalize_flags",
+           "one_line", "parse_options"]
+
+
+class CLIError(SystemExit):
+    """A user-facing failure of a command (bad input, missing file): one line on stderr, exit status 1.
+
+    A ``SystemExit`` so that a command's ``main`` called from Python, outside the `gcl-hf` dispatcher, also ends
+    with the message and no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def normalize_flags(argv: Sequence[str], known: set[str] | None = None) -> list[str]:
+    """``--batch_size=4`` → ``--batch-size=4``: underscores in a flag's name become dashes.
+
+    With ``known`` (the parser's option strings) only names that then match a known option are rewritten;
+    tokens after a bare ``--`` are left alone.
+    """
+    out: list[str] = []
+    rest = False
+    for token in argv:
+        if rest or not token.startswith("--") or token == "--":
+            rest = rest or token == "--"
+            out.append(token)
+            continue
+        name, sep, value = token.partition("=")
+        dashed = "--" + name[2:].replace("_", "-")
+        if dashed != name and (known is None or (dashed in known and name not in known)):
+            token = dashed + sep + value
+        out.append(token)
+    return out
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and appends ``(default: X)`` to options that have a real default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default is None or default is argparse.SUPPRESS or default is False
+                or default == [] or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+class GCLArgumentParser(argparse.ArgumentParser):
+    """The `gcl-hf` sub-commands' parser: dash/underscore-agnostic flags, defaults in ``--help``, and bad
+    arguments reported as a single line (``gcl-hf eval: error: ... (see --help)``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("epilog", "Multi-word flags take dashes or underscores (--batch-size = --batch_size).")
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true",
+                          help="show the full traceback when the command fails (also: gcl-hf --debug <command>)")
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(normalize_flags(argv, set(self._option_string_actions)), namespace)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_options(items: list[str], prog: str) -> dict[str, Any]:
@@ -17,12 +93,51 @@ def parse_options(items: list[str], prog: str) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"{prog}: --option {item!r}: expected KEY=JSON")
+            raise CLIError(f"--option {item!r}: expected KEY=JSON")
         try:
             options[key] = json.loads(raw)
         except json.JSONDecodeError:
             options[key] = raw
     return options
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library messages often add hints on later lines)."""
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = str(exc.args[0])
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first or type(exc).__name__
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a command reports as one line: bad input data or arguments, missing files, the Hub
+    unreachable or a repo/revision that does not exist. Anything else is a bug and keeps its traceback."""
+    from huggingface_hub import errors as hub_errors
+
+    from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError
+    from gcl_hf.data.images import ImageLoadError
+    from gcl_hf.data.pairs import DataFormatError, DataSourceError
+    from gcl_hf.retrieval.encoding import EncodingError
+
+    return (CLIError, OSError, BenchmarkFormatError, BenchmarkNotFoundError, DataFormatError, DataSourceError,
+            ImageLoadError, EncodingError, hub_errors.HFValidationError, hub_errors.OfflineModeIsEnabled,
+            hub_errors.HfHubHTTPError)
+
+
+def load_model(name: str, *, revision: str | None = None, device: str | None = None) -> Any:
+    """:func:`gcl_hf.hub.load` (a saved `GCLModel`, an adapter or a plain CLIP-like checkpoint; local directory
+    or Hub id), in eval mode on ``device`` (default: CUDA when available); a repo that is not a model is a
+    :class:`CLIError`."""
+    import torch
+
+    from gcl_hf import hub
+
+    try:
+        model = hub.load(name, revision=revision)
+    except ValueError as exc:  # e.g. a directory or repo holding no model
+        raise CLIError(f"--model {name}: {one_line(exc)}") from exc
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def load_processor(model_name: str, model: Any, *, processor: str | None = None, revision: str | None = None,
@@ -39,5 +154,5 @@ def load_processor(model_name: str, model: Any, *, processor: str | None = None,
         try:
             return AutoProcessor.from_pretrained(name, revision=revision if name == model_name else None)
         except Exception as exc:  # noqa: BLE001 - report every candidate tried
-            errors.append(f"{name}: {exc}")
-    raise SystemExit(f"{prog}: no processor found; pass --processor. Tried:\n  " + "\n  ".join(errors))
+            errors.append(f"{name}: {one_line(exc)}")
+    raise CLIError(f"no processor found for {model_name!r}; pass --processor (tried {'; '.join(errors)})")

@@ -1,6 +1,10 @@
-"""`gcl-hf encode`: embed a candidate pool (or a benchmark's queries) once into the on-disk cache.
+"""`gcl-hf encode`: embed a pool (a file, a folder of documents, or a benchmark's pools/queries) once into a
+searchable index.
 
 Run it alone or under a launcher; each process then encodes its share of the shards::
+
+    gcl-hf encode --model DIR_OR_REPO --pool my_docs/ --cache-dir emb/      # images + same-name .txt files
+    gcl-hf search --index emb/<fingerprint> --text "a red boat" --image query.jpg
 
     torchrun --nproc_per_node 8 -m gcl_hf.cli encode --model DIR_OR_REPO \\
         --benchmark mbeir --root M-BEIR --option pool='"global"' --cache-dir emb/
@@ -8,37 +12,38 @@ Run it alone or under a launcher; each process then encodes its share of the sha
 
 The cache lives in ``CACHE_DIR/<fingerprint>/`` (``.npy`` shards, fingerprint of model + processor +
 pool); a run that crashed is resumed by running the same command again (any number of processes).
-``gcl-hf eval --cache-dir CACHE_DIR`` and :func:`gcl_hf.evaluate_retrieval` read the same cache.
+``gcl-hf eval --cache-dir CACHE_DIR`` and :func:`gcl_hf.evaluate_retrieval` read the same cache. Beside the
+shards go the ids of the rows (``documents/``, a ``datasets`` dataset with ``id``, ``text``, ``modality``,
+image path) and ``gcl_index.json`` (model reference and fingerprints): the directory is a
+:class:`~gcl_hf.retrieval.index.GCLIndex` that ``gcl-hf search --index`` queries.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from gcl_hf.cli.common import load_processor, parse_options
+from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model, load_processor, parse_options
 
-__all__ = ["load_pool_file", "main", "parse_args"]
+__all__ = ["build_parser", "load_pool_file", "main", "parse_args"]
 
 _PROG = "gcl-hf encode"
-#: columns a pool file must have (``text`` and/or ``image`` as its modalities need)
-_REQUIRED = ("id", "modality")
 _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=_PROG, description=__doc__.splitlines()[0])
+def build_parser() -> GCLArgumentParser:
+    p = GCLArgumentParser(prog=_PROG, description=__doc__)
     p.add_argument("--model", required=True,
                    help="saved GCLModel / adapter / plain CLIP-like checkpoint: local directory or Hub id")
     p.add_argument("--revision", help="model revision (branch, tag or commit sha)")
     p.add_argument("--processor", help="processor to use (default: the model's own, else its base model's)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--benchmark", choices=["mbeir", "mmeb", "covr"], help="encode a benchmark's pools/queries")
-    source.add_argument("--pool", help="a JSONL or parquet file with the RetrievalTask columns "
-                                        "id, text, image, modality")
+    source.add_argument("--pool", help="a folder of documents (image files and .txt files, paired by name), or a "
+                                        "JSONL or parquet file with the columns id, modality ('image', 'text' or "
+                                        "'image,text'), text and/or image")
     p.add_argument("--root", help="benchmark root directory (published layout) or Hub dataset repo (--benchmark)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                    help="benchmark loader option, e.g. --option pool='\"global\"' --option check_images=false "
@@ -49,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                         "for --benchmark, the loader's)")
     p.add_argument("--cache-dir", required=True, help="embedding cache directory (one sub-directory per fingerprint)")
     p.add_argument("--data-cache", help="where a --pool file is parsed to Arrow (default: the datasets cache)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="rows per encoder forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="dataloader workers decoding images, per process")
     p.add_argument("--shard-size", type=int, default=65536, help="rows per cache shard (the unit of resume)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: GPU LOCAL_RANK if any, else cpu)")
@@ -57,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="write a JSON summary here (rank 0): per dataset its directory, fingerprint, "
                                     "rows and rows/s")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.benchmark and not args.root:
         p.error("--benchmark needs --root")
@@ -69,46 +79,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> Any:
-    """A JSONL/parquet pool file as an Arrow-backed (memory-mapped) ``datasets.Dataset``.
+    """A pool as an Arrow-backed ``datasets.Dataset``: a folder of documents
+    (:func:`~gcl_hf.retrieval.index.documents_from_folder`), or a JSONL/parquet file (memory-mapped).
 
-    The file needs the columns ``id`` and ``modality`` plus ``text`` and/or ``image`` (image paths,
-    relative ones resolved at encoding time). A missing file or column raises ``SystemExit`` naming it.
+    A file needs the columns ``id`` and ``modality`` plus ``text`` and/or ``image`` (image paths, relative ones
+    resolved at encoding time). A missing file or column raises :class:`CLIError` naming it.
     """
     import datasets
 
+    from gcl_hf.retrieval.index import documents_from_folder
+
     path = Path(path)
+    if path.is_dir():
+        try:
+            return documents_from_folder(path)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
     if not path.is_file():
-        raise SystemExit(f"{_PROG}: pool file not found: {path}")
+        raise CLIError(f"pool file not found (nor a folder of documents): {path}")
     builder = _FORMATS.get(path.suffix.lower())
     if builder is None:
-        raise SystemExit(f"{_PROG}: {path}: unsupported pool format {path.suffix!r} (use .jsonl, .json or .parquet)")
+        raise CLIError(f"{path}: unsupported pool format {path.suffix!r} (use a folder, .jsonl, .json or .parquet)")
     try:
         dataset = datasets.load_dataset(builder, data_files=str(path.resolve()), split="train",
                                         cache_dir=None if cache_dir is None else str(cache_dir))
     except Exception as exc:  # noqa: BLE001 - the parser's message, located at the file
-        raise SystemExit(f"{_PROG}: {path}: cannot read the pool file: {exc}") from exc
-    missing = [c for c in _REQUIRED if c not in dataset.column_names]
-    if not any(c in dataset.column_names for c in ("text", "image")):
+        raise CLIError(f"{path}: cannot read the pool file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+    columns = dataset.column_names
+    missing = [c for c in ("id", "modality") if c not in columns]
+    if not {"text", "image"} & set(columns):
         missing.append("text' or 'image")
     if missing:
-        raise SystemExit(f"{_PROG}: {path}: missing column '{missing[0]}' (columns: {dataset.column_names})")
+        raise CLIError(f"{path}: missing column '{missing[0]}' (columns: {columns})")
     return dataset
 
 
-def _items(args: argparse.Namespace) -> list[tuple[str, Any, str | None]]:
+def _items(args: Any) -> list[tuple[str, Any, str | None]]:
     """``(name, dataset, image_root)`` for everything to encode."""
     if args.pool:
         dataset = load_pool_file(args.pool, cache_dir=args.data_cache)
-        root = args.image_root or str(Path(args.pool).resolve().parent)
-        return [(Path(args.pool).stem, dataset, root)]
-    from gcl_hf.benchmarks import load_benchmark
+        pool = Path(args.pool).resolve()
+        root = args.image_root or str(pool if pool.is_dir() else pool.parent)
+        return [(pool.stem, dataset, root)]
+    from gcl_hf.cli.eval import load_tasks
 
     options = parse_options(args.option, _PROG)
     if args.image_root:
         options["frames_root" if args.benchmark == "covr" else "image_root"] = args.image_root
     if args.data_cache and args.benchmark == "mbeir":
         options.setdefault("cache_dir", args.data_cache)
-    tasks = load_benchmark(args.benchmark, args.root, **options)
+    tasks = load_tasks(args.benchmark, args.root, options)
     items: list[tuple[str, Any, str | None]] = []
     seen: set[Any] = set()
     if args.which in ("corpus", "both"):
@@ -125,7 +145,8 @@ def _items(args: argparse.Namespace) -> list[tuple[str, Any, str | None]]:
 
 
 def _report(name: str, run: Any) -> str:
-    head = f"{name}: {run.num_rows} rows x {run.embeddings.dim} -> {run.directory} (fingerprint {run.fingerprint})"
+    head = (f"{name}: {run.num_rows} rows x {run.embeddings.dim} -> {run.directory} (fingerprint {run.fingerprint}; "
+            f"query it with gcl-hf search --index {run.directory})")
     if not run.total_encoded:
         return f"{head}; all cached"
     per = f" {run.encoded_rows}" if run.num_processes > 1 else ""
@@ -137,16 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch.distributed as dist
 
-    from gcl_hf import hub
     from gcl_hf.retrieval.distributed_encoding import (encode_corpus_distributed, init_distributed, main_process_first,
-                                       process_device)
+                                                       process_device)
     from gcl_hf.retrieval.encoding import EncodingError
+    from gcl_hf.retrieval.index import GCLIndex
 
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(backend=args.backend)
     try:
         device = process_device(args.device, info.local_rank)
-        model = hub.load(args.model, revision=args.revision).to(device)
+        model = load_model(args.model, revision=args.revision, device=str(device))
         processor = load_processor(args.model, model, processor=args.processor, revision=args.revision, prog=_PROG)
         with main_process_first():  # rank 0 parses pool files into the Arrow cache, the others then read it
             items = _items(args)
@@ -159,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
                     show_progress=info.is_main and not args.quiet, desc=f"encoding {name}",
                 )
             except EncodingError as exc:
-                raise SystemExit(f"{_PROG}: {name}: {exc}") from exc
+                raise CLIError(f"{name}: {exc}") from exc
             summary[name] = run.summary()
-            if info.is_main:
+            if info.is_main:  # the ids (and model reference) beside the vectors: a searchable GCLIndex
+                GCLIndex.from_embeddings(
+                    run.embeddings, dataset, model, processor, image_root=image_root, model_ref=_reference(args.model),
+                    revision=args.revision, processor_ref=_reference(args.processor) if args.processor else None,
+                ).save(run.directory)
                 print(_report(name, run), flush=True)
         if info.is_main and args.output:
             payload = {"model": args.model, "revision": args.revision, "num_processes": info.world_size,
@@ -173,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         if owns_group and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def _reference(name: str) -> str:
+    """A local model directory as an absolute path (the index is then usable from any working directory)."""
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
 if __name__ == "__main__":  # pragma: no cover

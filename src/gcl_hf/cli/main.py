@@ -1,29 +1,47 @@
-"""`gcl-hf` command line: one sub-command per job, each implemented in its own module."""
+"""`gcl-hf` command line: one sub-command per job, each implemented in its own module.
+
+A known failure (missing file, malformed benchmark row, the Hub offline or a repo that does not exist, a bad
+argument) prints one ``gcl-hf <command>: error: ...`` line on stderr and exits with status 1 (2 for bad
+arguments); ``gcl-hf --debug <command> ...`` (or ``--debug`` after the command, or ``GCL_HF_DEBUG=1``) shows
+the traceback instead.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
+
+from gcl_hf.cli.common import known_errors, normalize_flags, one_line
 
 #: sub-command -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("gcl_hf.demo.run", "GCL vs CLIP loss on the embedded offline corpus: 3x3 Recall@k table"),
     "train": ("gcl_hf.cli.train", "fine-tune a CLIP-like checkpoint with GCL (HfArgumentParser flags)"),
-    "eval": ("gcl_hf.cli.eval", "evaluate a model on M-BEIR, MMEB or CoVR and write JSON"),
-    "encode": ("gcl_hf.cli.encode", "embed a pool once into the resumable cache, sharded across processes"),
+    "eval": ("gcl_hf.cli.eval", "evaluate a model on M-BEIR, MMEB or CoVR; write JSON and rankings"),
+    "encode": ("gcl_hf.cli.encode", "embed a pool (file or folder) once into a searchable, resumable index"),
+    "search": ("gcl_hf.cli.search", "query an encoded corpus by text, image or both"),
     "push": ("gcl_hf.cli.push", "publish a model (full, LoRA adapter or merged backbone) with a model card"),
 }
 
+#: commands whose parser is HfArgumentParser (it accepts both spellings itself, and owns a ``--debug`` flag)
+_HF_PARSER = {"train"}
+
 
 def _usage() -> str:
-    lines = ["usage: gcl-hf <command> [options]", "", "commands:"]
+    lines = ["usage: gcl-hf [--debug] <command> [options]", "", "commands:"]
     lines += [f"  {name:<7} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `gcl-hf <command> --help` for a command's options."]
+    lines += ["", "Run `gcl-hf <command> --help` for a command's options. Flags take dashes or underscores",
+              "(--batch-size = --batch_size); --debug shows the traceback of a failure."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("GCL_HF_DEBUG", "").lower() in ("1", "true", "yes")
+    while argv and argv[0] == "--debug":
+        debug, argv = True, argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -34,10 +52,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"gcl-hf: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"gcl-hf: error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    if command not in _HF_PARSER:
+        if "--debug" in rest[: rest.index("--") if "--" in rest else len(rest)]:
+            debug = True
+            rest = [a for a in rest if a != "--debug"]
+        rest = normalize_flags(rest)
+    prog = f"gcl-hf {command}"
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except known_errors() as exc:
+        if debug:
+            traceback.print_exc()
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        else:
+            print(f"{prog}: error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

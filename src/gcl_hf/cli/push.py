@@ -9,6 +9,7 @@ from typing import Any
 
 from huggingface_hub import CommitInfo
 
+from gcl_hf.cli.common import GCLArgumentParser
 from gcl_hf.hub.card import FORMS
 from gcl_hf.hub.loading import load
 from gcl_hf.hub.publish import publish
@@ -16,8 +17,11 @@ from gcl_hf.hub.publish import publish
 
 def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``gcl-hf push`` (no token flag on purpose: use ``hf auth login`` or ``HF_TOKEN``)."""
-    parser.add_argument("model_dir", help="a saved GCLModel directory (save_pretrained / trainer output)")
-    parser.add_argument("repo_id", help="target Hub repo, e.g. your-name/gcl-clip-vit-b32")
+    parser.add_argument("model_dir", nargs="?", help="a saved GCLModel directory (save_pretrained / trainer output); "
+                                                     "or give it as --model")
+    parser.add_argument("repo_id", nargs="?", help="target Hub repo, e.g. your-name/gcl-clip-vit-b32; or --repo-id")
+    parser.add_argument("--model", help="same as the model_dir argument")
+    parser.add_argument("--repo-id", dest="repo_id_flag", help="same as the repo_id argument")
     parser.add_argument("--form", choices=FORMS, default="full",
                         help="full GCLModel, LoRA adapter only, or the merged backbone as a plain checkpoint")
     parser.add_argument("--eval-results", help="JSON written by the gcl-hf evaluator; becomes model-index")
@@ -34,6 +38,18 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                                                 "model_cards/gcl_model_card.md.j2)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickle weights from model_dir")
     return parser
+
+
+def resolve_push_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Fold ``--model`` / ``--repo-id`` into ``model_dir`` / ``repo_id`` (one of each spelling, not both)."""
+    for positional, flag, label in (("model_dir", "model", "--model"), ("repo_id", "repo_id_flag", "--repo-id")):
+        given, alias = getattr(args, positional), getattr(args, flag, None)
+        if given and alias and given != alias:
+            parser.error(f"{label} {alias!r} contradicts the positional {positional} {given!r}")
+        if given is None and alias is None:
+            parser.error(f"the {positional} argument (or {label}) is required")
+        setattr(args, positional, given or alias)
+    return args
 
 
 def run_push(args: argparse.Namespace) -> CommitInfo:
@@ -62,8 +78,9 @@ def _local_processor(model_dir: Path) -> Any | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``gcl-hf push``."""
-    parser = add_push_arguments(argparse.ArgumentParser(prog="gcl-hf push", description=__doc__.splitlines()[0].strip('`')))
-    run_push(parser.parse_args(argv))
+    description = __doc__.splitlines()[0].replace("``", "")
+    parser = add_push_arguments(GCLArgumentParser(prog="gcl-hf push", description=description))
+    run_push(resolve_push_arguments(parser, parser.parse_args(argv)))
     return 0
 
 
@@ -71,4 +88,4 @@ if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
 
 
-__all__ = ["add_push_arguments", "main", "run_push"]
+__all__ = ["add_push_arguments", "main", "resolve_push_arguments", "run_push"]

@@ -1,8 +1,10 @@
 """`gcl-hf train`: fine-tune a CLIP-like checkpoint with GCL on image–caption pairs.
 
-Every field of `ModelArguments`, `DataArguments` and `GCLTrainingArguments` is a flag (HfArgumentParser); a
-single ``.json`` / ``.yaml`` argument is read as a file of those flags. Works under ``accelerate launch`` and
-``torchrun`` (``accelerate launch -m gcl_hf.cli train ...`` or ``examples/train_gcl.py``).
+Every field of `ModelArguments`, `DataArguments` and `GCLTrainingArguments` is a flag (HfArgumentParser), spelt
+with underscores or dashes (``--per_device_train_batch_size`` = ``--per-device-train-batch-size``;
+``--model`` = ``--model_name_or_path``); a single ``.json`` / ``.yaml`` argument is read as a file of those
+flags. Works under ``accelerate launch`` and ``torchrun`` (``accelerate launch -m gcl_hf.cli train ...`` or
+``examples/train_gcl.py``).
 
 Outputs in ``--output_dir``: the `GCLModel` (``save_pretrained``), with LoRA also ``adapter/`` (adapter + trained
 temperature), and with ``--save_backbone`` (default) ``backbone/``: the merged backbone as a plain checkpoint of
@@ -29,7 +31,7 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         metadata={"help": "A CLIP-like checkpoint (Hub id such as openai/clip-vit-base-patch32, or a local "
-                          "directory), or a saved GCLModel directory to continue from."}
+                          "directory), or a saved GCLModel directory to continue from.", "aliases": ["--model"]}
     )
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     processor_name_or_path: str | None = field(
@@ -98,15 +100,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
 
     from gcl_hf.training.arguments import GCLTrainingArguments
 
+    class _Parser(HfArgumentParser):
+        def error(self, message: str):  # one line, as every gcl-hf command reports a bad argument
+            self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, GCLTrainingArguments),
-                              prog="gcl-hf train", description=__doc__.split("\n\n")[0])
+    parser = _Parser((ModelArguments, DataArguments, GCLTrainingArguments),
+                     prog="gcl-hf train", description=__doc__.split("\n\n")[0])
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(os.path.abspath(argv[0]))
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    if not any(a.startswith("--dataloader_num_workers") for a in argv):
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # unknown flags, or argument combinations the dataclasses reject
+        parser.error(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+    if not any(a.startswith(("--dataloader_num_workers", "--dataloader-num-workers")) for a in argv):
         training_args.dataloader_num_workers = default_num_workers()
     return model_args, data_args, training_args
 

@@ -1,17 +1,25 @@
 """Load a published GCL model back, in any of its three forms, from a Hub repo or a local directory.
 
 One snapshot per load (the revision is resolved to a commit first); safetensors only unless the caller opts
-in with ``allow_pickle=True``; never ``trust_remote_code``.
+in with ``allow_pickle=True``; never ``trust_remote_code``. Offline (``HF_HUB_OFFLINE=1``, or the Hub
+unreachable) a repo loaded before comes from the local Hub cache, as transformers does: the revision resolves
+through the cache's refs (which an online load records) to a cached snapshot.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                    RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import validate_repo_id
 
 from gcl_hf.hub.adapter import (
     ADAPTER_CONFIG_FILE,
@@ -23,6 +31,31 @@ from gcl_hf.hub.adapter import (
 )
 from gcl_hf.modeling.loading import PICKLE_SUFFIXES, UnsafeWeightsError, load_backbone
 from gcl_hf.modeling.model import GCLModel
+
+logger = logging.getLogger(__name__)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's connection/timeout errors (huggingface_hub's client is httpx2 or httpx)."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx", "requests"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        error = getattr(module, "TransportError", None) or getattr(module, "ConnectionError", None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            found.append(error)
+    return tuple(found)
+
+
+#: errors that mean "the Hub cannot be reached": loading then falls back to the local Hub cache
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (OfflineModeIsEnabled, *_transport_errors())
+
+
+class HubCacheMissError(FileNotFoundError):
+    """Offline, and the repo/revision is not in the local Hub cache."""
+
 
 
 def _version() -> str:
@@ -48,21 +81,19 @@ def load(
     ``revision`` (branch, tag or commit sha) is resolved to one commit so every file comes from the same
     snapshot. Pickle weights raise `UnsafeWeightsError` unless ``allow_pickle=True``.
     """
-    local = Path(repo_id).is_dir()
     source = str(repo_id)
+    local = Path(repo_id).is_dir()
+    sha = snapshot = None
     if local:
         files = [p.relative_to(repo_id).as_posix() for p in Path(repo_id).rglob("*") if p.is_file()]
-        sha = None
+        where = source
     else:
-        info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
-            source, revision=revision)
-        files = [s.rfilename for s in info.siblings or []]
-        sha = info.sha
-    where = f"{source}@{revision or 'main'}" if not local else source
+        files, sha, snapshot = _resolve(source, revision, token=token, cache_dir=cache_dir)
+        where = f"{source}@{revision or 'main'}" + (f" (offline: cached commit {sha})" if snapshot else "")
 
     def fetch(filename: str) -> str:
-        if local:
-            return str(Path(source) / filename)
+        if local or snapshot:
+            return str(Path(snapshot or source) / filename)
         return hf_hub_download(source, filename, revision=sha, token=token, cache_dir=cache_dir)
 
     detected = _detect_form(files, fetch, where)
@@ -70,7 +101,9 @@ def load(
         raise ValueError(f"{where}: asked for form={form!r} but the repo holds the {detected!r} form")
     weights = ("adapter_model",) if detected == "adapter" else ("model",)
     _check_weights(files, weights, where, allow_pickle)
-    hub_kwargs: dict[str, Any] = {} if local else {"revision": sha, "token": token, "cache_dir": cache_dir}
+    # offline, transformers reads the same commit from the cache (the model keeps the repo id as its name)
+    hub_kwargs: dict[str, Any] = {} if local else {"revision": sha, "token": token, "cache_dir": cache_dir,
+                                                    "local_files_only": snapshot is not None}
 
     if detected == "full":
         model = GCLModel.from_pretrained(source, allow_pickle=allow_pickle, **hub_kwargs)
@@ -79,7 +112,70 @@ def load(
         model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     else:
         model = _load_adapter(files, fetch, where, allow_pickle, token, cache_dir)
+    if not local and snapshot is None:
+        _remember_revision(str(repo_id), revision, sha, cache_dir)
     return model.eval()
+
+
+def _resolve(repo_id: str, revision: str | None, *, token: str | bool | None,
+             cache_dir: str | os.PathLike | None) -> tuple[list[str], str, str | None]:
+    """``(files, commit sha, None)`` from the Hub, or ``(files, sha, snapshot directory)`` from the local Hub
+    cache when the Hub is offline or unreachable."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(f"{repo_id}: no such local directory, and not a Hub repo id ('namespace/name')") \
+            from None
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
+                repo_id, revision=revision)
+            return [s.rfilename for s in info.siblings or []], str(info.sha), None
+        except RepositoryNotFoundError as exc:
+            raise type(exc)(f"Repository Not Found: {repo_id} is neither a local directory nor a model repo on the "
+                            "Hub that you can see (private or gated: log in with `hf auth login`)",
+                            response=exc.response) from exc
+        except RevisionNotFoundError as exc:
+            raise type(exc)(f"{repo_id}: no revision {revision!r} (branch, tag or commit) on the Hub",
+                            response=exc.response) from exc
+        except NETWORK_ERRORS as exc:
+            logger.warning("the Hub is unreachable (%s); loading %s from the local Hub cache",
+                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__, repo_id)
+    snapshot = _cached_snapshot(repo_id, revision, cache_dir)
+    files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    return files, snapshot.name, str(snapshot)
+
+
+def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> Path:
+    """The cached snapshot directory of ``repo_id@revision`` (refs resolved as huggingface_hub does)."""
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OfflineModeIsEnabled) as exc:
+        raise HubCacheMissError(
+            f"{repo_id}@{revision or 'main'}: the Hub is offline (HF_HUB_OFFLINE=1 or unreachable), and this is "
+            f"neither a local directory nor in the local Hub cache ({cache_dir or constants.HF_HUB_CACHE}); load it "
+            "once online, or pass a local directory"
+        ) from exc
+
+
+def _remember_revision(repo_id: str, revision: str | None, sha: str | None,
+                       cache_dir: str | os.PathLike | None) -> None:
+    """Record ``revision -> sha`` in the Hub cache's ``refs/`` (what ``hf_hub_download`` does for a branch or
+    tag), so an offline load of the same revision finds the snapshot we just downloaded by its commit."""
+    name = revision or "main"
+    if not sha or name == sha:
+        return
+    storage = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = storage / "refs" / name
+    try:
+        if ref.is_file() and ref.read_text().strip() == sha:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        tmp.write_text(sha)
+        os.replace(tmp, ref)
+    except OSError as exc:  # a read-only cache: offline loads then need the commit sha
+        logger.debug("could not record %s@%s -> %s in the Hub cache: %s", repo_id, name, sha, exc)
 
 
 def _detect_form(files: list[str], fetch: Any, where: str) -> str:
@@ -125,16 +221,16 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
     if not base_id:
         raise ValueError(f"{where}: {ADAPTER_CONFIG_FILE} has no base_model_name_or_path; cannot load the base model")
     base_revision = adapter_config.get("revision")
+    hub_kwargs: dict[str, Any] = {}
     if not Path(base_id).is_dir():
-        base_info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
-            base_id, revision=base_revision)
-        _check_weights([s.rfilename for s in base_info.siblings or []], ("model",),
-                       f"base model {base_id}@{base_revision or 'main'}", allow_pickle)
-        base_revision = base_info.sha
-    backbone = load_backbone(base_id, revision=base_revision, token=token, cache_dir=cache_dir,
-                             allow_pickle=allow_pickle)
+        base_files, base_sha, snapshot = _resolve(base_id, base_revision, token=token, cache_dir=cache_dir)
+        _check_weights(base_files, ("model",), f"base model {base_id}@{base_revision or 'main'}", allow_pickle)
+        hub_kwargs = {"revision": base_sha, "token": token, "cache_dir": cache_dir, "local_files_only": bool(snapshot)}
+    backbone = load_backbone(base_id, allow_pickle=allow_pickle, **hub_kwargs)
+    if hub_kwargs and not hub_kwargs["local_files_only"]:
+        _remember_revision(base_id, base_revision, hub_kwargs["revision"], cache_dir)
     model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
     return load_adapter(model, config_path.parent, is_trainable=True, name=where)
 
 
-__all__ = ["PICKLE_SUFFIXES", "UnsafeWeightsError", "load"]
+__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "load"]

@@ -4,14 +4,19 @@ Queries and corpus are embedded by modality (:func:`~gcl_hf.retrieval.encoding.e
 through the on-disk cache :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`), every query is ranked
 against the whole pool by exact streaming top-k (:func:`~gcl_hf.retrieval.search.exact_topk`, or a faiss
 flat index), or against its own candidate list when the task has one (MMEB), with the task's
-excluded ids removed (CoVR), and the rankings are scored with the shipped `evaluate` metrics.
+excluded ids removed (CoVR), and the rankings are scored with the shipped metrics' plain functions
+(the same code the `evaluate` modules run, without ``evaluate.load``'s per-call module set-up).
+:func:`retrieve` keeps the rankings with their scores, so they can be saved and rescored elsewhere.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +27,8 @@ from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus
 from gcl_hf.retrieval.encoding import encode_dataset
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
 
-__all__ = ["evaluate_retrieval", "rank_corpus", "score_rankings"]
+__all__ = ["TaskRankings", "evaluate_retrieval", "headline_metric", "metric_function", "rank_corpus",
+           "retrieve", "score_rankings"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +82,8 @@ def _exclusions(task: Any, query_ids: list[str], index: dict[str, int]) -> dict[
 
 def _rank_candidates(task: Any, query_ids: list[str], queries: torch.Tensor, corpus: torch.Tensor,
                      index: dict[str, int], corpus_ids: list[str], depth: int,
-                     exclude: dict[int, list[int]] | None, block_elements: int = 1 << 25) -> list[list[str]]:
+                     exclude: dict[int, list[int]] | None,
+                     block_elements: int = 1 << 25) -> tuple[list[list[str]], list[list[float]]]:
     """Rank each query's own candidate list; equal scores keep the list's order (MMEB's argmax
     picks the first maximum, and its lists put the positive first)."""
     lists: list[list[int]] = []
@@ -92,6 +99,7 @@ def _rank_candidates(task: Any, query_ids: list[str], queries: torch.Tensor, cor
     width = max(1, max((len(c) for c in lists), default=1))
     block = max(1, block_elements // (width * corpus.shape[1]))
     rankings: list[list[str]] = []
+    values: list[list[float]] = []
     for start in range(0, len(lists), block):
         chunk = lists[start:start + block]
         idx = torch.full((len(chunk), width), -1, dtype=torch.int64)
@@ -100,10 +108,12 @@ def _rank_candidates(task: Any, query_ids: list[str], queries: torch.Tensor, cor
         emb = corpus[idx.clamp(min=0)]  # [B, M, D]
         scores = torch.bmm(emb, queries[start:start + len(chunk)].unsqueeze(2)).squeeze(2)
         scores[idx < 0] = -torch.inf
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :depth]
-        for row in idx.gather(1, order).tolist():
+        sorted_scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+        order, sorted_scores = order[:, :depth], sorted_scores[:, :depth]
+        for row, row_scores in zip(idx.gather(1, order).tolist(), sorted_scores.tolist()):
             rankings.append([corpus_ids[j] for j in row if j >= 0])
-    return rankings
+            values.append([s for j, s in zip(row, row_scores) if j >= 0])
+    return rankings, values
 
 
 def rank_corpus(
@@ -115,12 +125,14 @@ def rank_corpus(
     chunk_size: int | None = None,
     index: str = "exact",
     show_progress: bool = False,
-) -> list[list[str]]:
+    return_scores: bool = False,
+) -> list[list[str]] | tuple[list[list[str]], list[list[float]]]:
     """For every query of ``task`` (in order), the ids of its ``depth`` best corpus items, best first.
 
     ``query_embeds``/``corpus_embeds`` are row-aligned with ``task.queries``/``task.corpus``. Uses
     ``task.candidates`` when set (each query ranks only its own list) and removes ``task.exclude``d
     ids. ``index`` is ``"exact"`` (streaming :func:`~gcl_hf.retrieval.search.exact_topk`) or ``"faiss"``.
+    With ``return_scores`` the result is ``(ids, scores)``, the scores (inner products) aligned with the ids.
     """
     if index not in ("exact", "faiss"):
         raise ValueError(f"index must be 'exact' or 'faiss', got {index!r}")
@@ -140,34 +152,70 @@ def rank_corpus(
             task.name, len(unreachable), len(query_ids), unreachable[0],
         )
     if task.candidates is not None:
-        return _rank_candidates(task, query_ids, queries, _as_tensor(corpus_embeds).float(), id_index, corpus_ids,
-                                depth, exclude)
+        ranked, values = _rank_candidates(task, query_ids, queries, _as_tensor(corpus_embeds).float(), id_index,
+                                          corpus_ids, depth, exclude)
+        return (ranked, values) if return_scores else ranked
     if index == "faiss":
-        _, top = faiss_topk(build_faiss_index(_pool(corpus_embeds)), queries, depth, exclude=exclude)
+        vals, top = faiss_topk(build_faiss_index(_pool(corpus_embeds)), queries, depth, exclude=exclude)
     else:
-        _, top = exact_topk(queries, _pool(corpus_embeds), depth, chunk_size=chunk_size, exclude=exclude,
-                            show_progress=show_progress)
-    return [[corpus_ids[j] for j in row if j >= 0] for row in top.tolist()]
+        vals, top = exact_topk(queries, _pool(corpus_embeds), depth, chunk_size=chunk_size, exclude=exclude,
+                               show_progress=show_progress)
+    ranked = [[corpus_ids[j] for j in row if j >= 0] for row in top.tolist()]
+    if not return_scores:
+        return ranked
+    values = [[s for j, s in zip(row, srow) if j >= 0] for row, srow in zip(top.tolist(), vals.tolist())]
+    return ranked, values
+
+
+@functools.cache
+def metric_function(name: str) -> Callable[..., dict[str, float]]:
+    """The plain function of a shipped metric (``recall_at_k`` or ``precision_at_1``): the code its
+    `evaluate` module runs, loaded from the same file, without ``evaluate.load``'s per-call set-up."""
+    spec = importlib.util.spec_from_file_location(f"_gcl_hf_metric_{name}", _metrics.module_path(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return getattr(module, name)
+
+
+def headline_metric(task: Any) -> str:
+    """The metric the papers report for ``task``: ``precision@1`` (MMEB) or ``recall@<task.headline_k>``
+    (M-BEIR: 5, 10 for FashionIQ and Fashion200K; CoVR: 1)."""
+    if task.metric in _PRECISION:
+        return "precision@1"
+    return f"recall@{task.headline_k}"
 
 
 def score_rankings(
     task: Any, rankings: Sequence[Sequence[str]], k: Sequence[int] | int = (1, 5, 10)
 ) -> dict[str, float]:
-    """The task's metric (``recall@k`` for each k, or ``precision@1``) for per-query rankings,
-    computed by the shipped `evaluate` modules, plus ``num_queries``."""
+    """The task's metric (``recall@k`` for each k, or ``precision@1``) for per-query rankings, plus
+    ``num_queries``; computed by the shipped metrics' plain functions (what their `evaluate` modules run)."""
     query_ids = list(task.queries["id"])
+    if len(rankings) != len(query_ids):
+        raise ValueError(f"task {task.name!r}: {len(rankings)} rankings for {len(query_ids)} queries")
     references = [sorted(task.qrels[q]) for q in query_ids]
     predictions = [list(r) for r in rankings]
     if task.metric in _PRECISION:
-        result = _metrics.load("precision_at_1", keep_in_memory=True).compute(
-            predictions=predictions, references=references
-        )
+        result = metric_function("precision_at_1")(predictions, references)
     else:
         ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
-        result = _metrics.load("recall_at_k", keep_in_memory=True).compute(
-            predictions=predictions, references=references, k=ks
-        )
+        result = metric_function("recall_at_k")(predictions, references, ks)
     return {**{name: float(v) for name, v in result.items()}, "num_queries": len(query_ids)}
+
+
+@dataclass
+class TaskRankings:
+    """What :func:`retrieve` found for one task: per query (in ``task.queries`` order) its ranked corpus ids
+    and their scores (inner products of the normalised embeddings), best first."""
+
+    task: str
+    query_ids: list[str]
+    ids: list[list[str]]
+    scores: list[list[float]]
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """``{query id: {corpus id: score}}``, each inner dict in rank order (the run format of ranx / pytrec_eval)."""
+        return {q: dict(zip(i, s)) for q, i, s in zip(self.query_ids, self.ids, self.scores)}
 
 
 def _encode(model: Any, processor: Any, dataset: Any, *, cache_dir: str | os.PathLike | None, desc: str,
@@ -175,6 +223,45 @@ def _encode(model: Any, processor: Any, dataset: Any, *, cache_dir: str | os.Pat
     if cache_dir is None:
         return encode_dataset(model, processor, dataset, desc=desc, **kwargs)
     return encode_corpus(model, processor, dataset, cache_dir=cache_dir, desc=desc, **kwargs)
+
+
+def _check_ks(k: Sequence[int] | int) -> list[int]:
+    ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"k must be positive, got {k!r}")
+    return ks
+
+
+def retrieve(
+    model: Any,
+    processor: Any,
+    task: Any,
+    depth: int,
+    batch_size: int = 64,
+    *,
+    chunk_size: int | None = None,
+    index: str = "exact",
+    cache_dir: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    processor_kwargs: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> TaskRankings:
+    """Embed ``task``'s queries and corpus and rank the corpus for each query (top ``depth``, with scores).
+
+    Same encoding and search as :func:`evaluate_retrieval` (which scores these rankings); see there for
+    the arguments.
+    """
+    _check_task(task)
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    common = dict(image_root=task.image_root, batch_size=batch_size, num_workers=num_workers, device=device,
+                  processor_kwargs=processor_kwargs, show_progress=show_progress)
+    corpus = _encode(model, processor, task.corpus, cache_dir=cache_dir, desc=f"{task.name}: corpus", **common)
+    queries = _encode(model, processor, task.queries, cache_dir=cache_dir, desc=f"{task.name}: queries", **common)
+    ids, scores = rank_corpus(task, queries, corpus, depth, chunk_size=chunk_size, index=index,
+                              show_progress=show_progress, return_scores=True)
+    return TaskRankings(task.name, list(task.queries["id"]), ids, scores)
 
 
 def evaluate_retrieval(
@@ -201,15 +288,9 @@ def evaluate_retrieval(
     ``"faiss"`` (a flat inner-product index; same results). With ``cache_dir``, embeddings are
     cached on disk and reused (see :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`).
     """
-    _check_task(task)
-    ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
-    if not ks or min(ks) < 1:
-        raise ValueError(f"k must be positive, got {k!r}")
-    common = dict(image_root=task.image_root, batch_size=batch_size, num_workers=num_workers, device=device,
-                  processor_kwargs=processor_kwargs, show_progress=show_progress)
-    corpus = _encode(model, processor, task.corpus, cache_dir=cache_dir, desc=f"{task.name}: corpus", **common)
-    queries = _encode(model, processor, task.queries, cache_dir=cache_dir, desc=f"{task.name}: queries", **common)
+    ks = _check_ks(k)
     depth = 1 if task.metric in _PRECISION else max(ks)
-    rankings = rank_corpus(task, queries, corpus, depth, chunk_size=chunk_size, index=index,
-                           show_progress=show_progress)
-    return score_rankings(task, rankings, ks)
+    rankings = retrieve(model, processor, task, depth, batch_size, chunk_size=chunk_size, index=index,
+                        cache_dir=cache_dir, device=device, num_workers=num_workers,
+                        processor_kwargs=processor_kwargs, show_progress=show_progress)
+    return score_rankings(task, rankings.ids, ks)

@@ -1,0 +1,461 @@
+"""`GCLIndex`: a corpus encoded once, saved to a directory, and queried by text, image or both.
+
+A directory written by :meth:`GCLIndex.save` (and by ``gcl-hf encode``, which writes the same files beside
+its cache shards) holds
+
+- ``meta.json`` + ``shard_*.npy``: the ``[N, D]`` float32 embeddings in the embedding cache's layout
+  (:func:`~gcl_hf.retrieval.embedding_cache.load_cached` memory-maps them);
+- ``documents/``: a ``datasets`` dataset (``save_to_disk``, memory-mapped Arrow) whose row ``i`` holds the ``id``
+  of embedding ``i`` (and its ``text``, ``modality`` and image path, for display);
+- ``gcl_index.json``: the model reference (path or Hub id + revision), the fingerprints of the model's weights
+  and of the processor, and the processor kwargs the corpus was encoded with.
+
+A query is encoded through the same path as the corpus (:func:`~gcl_hf.retrieval.encoding.encode_dataset` on
+a one-row dataset) so its numbers agree with the corpus', and searched exactly
+(:func:`~gcl_hf.retrieval.search.exact_topk`) or, when asked for and installed, with a faiss flat index.
+Loading with another model or processor than the corpus was encoded with is refused: the scores would be
+meaningless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from gcl_hf.retrieval.embedding_cache import CACHE_VERSION, CorpusEmbeddings, encode_corpus, load_cached
+from gcl_hf.retrieval.encoding import encode_dataset
+from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
+
+__all__ = ["GCLIndex", "IndexInfo", "IndexMismatchError", "SearchResults", "documents_from_folder",
+           "documents_from_records", "model_fingerprint",
+           "processor_fingerprint"]
+
+INDEX_FILE = "gcl_index.json"
+DOCUMENTS_DIR = "documents"
+FORMAT = "gcl-index"
+VERSION = 1
+BACKENDS = ("exact", "faiss")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_DOC_COLUMNS = ("id", "text", "image", "modality")
+#: config keys that change when a model is saved and loaded back without changing what it computes
+_VOLATILE_CONFIG = frozenset({"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
+                              "_commit_hash", "_attn_implementation_autoset"})
+
+
+class IndexMismatchError(ValueError):
+    """The model or processor offered to an index is not the one its corpus was encoded with."""
+
+
+@dataclass
+class IndexInfo:
+    """What an index was built with (``gcl_index.json``)."""
+
+    model_fingerprint: str
+    processor_fingerprint: str
+    num_rows: int
+    dim: int
+    model: str | None = None
+    revision: str | None = None
+    processor: str | None = None
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    image_root: str | None = None
+    format: str = FORMAT
+    version: int = VERSION
+
+    @classmethod
+    def read(cls, path: Path) -> IndexInfo:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path.parent}: no {INDEX_FILE}: not a gcl-hf index (build one with "
+                                    "GCLIndex.build(...).save(dir) or gcl-hf encode)") from None
+        if data.get("format") != FORMAT or int(data.get("version", 0)) > VERSION:
+            raise ValueError(f"{path}: format {data.get('format')!r} version {data.get('version')!r} is not a "
+                             f"{FORMAT} this gcl-hf reads (version <= {VERSION})")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class SearchResults:
+    """Top-k of one query, best first: corpus ``ids``, ``scores`` (inner products of normalised embeddings,
+    i.e. cosine similarities) and ``rows`` (positions in the index)."""
+
+    ids: list[str]
+    scores: list[float]
+    rows: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return iter(zip(self.ids, self.scores))
+
+
+def _modality(text: Any, image: Any) -> str:
+    has_text = isinstance(text, str) and bool(text.strip())
+    has_image = image is not None and not (isinstance(image, str) and not image)
+    if has_text and has_image:
+        return "image,text"
+    if has_image:
+        return "image"
+    if has_text:
+        return "text"
+    raise ValueError("neither a text nor an image")
+
+
+def documents_from_records(records: Sequence[Mapping[str, Any]]) -> datasets.Dataset:
+    """Records ``{"id", "text", "image"}`` (``id`` defaults to the record's position, ``modality`` is inferred
+    from which of ``text`` / ``image`` are given; images are paths, bytes or PIL images) as a ``Dataset``."""
+    rows = []
+    for n, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise TypeError(f"record {n}: expected a mapping with 'text' and/or 'image', got {type(record).__name__}")
+        text, image = record.get("text"), record.get("image")
+        try:
+            modality = record.get("modality") or _modality(text, image)
+        except ValueError:
+            raise ValueError(f"record {n} (id {record.get('id', n)!r}): neither a text nor an image") from None
+        if hasattr(image, "save") and not isinstance(image, (str, bytes)):  # PIL: keep it as PNG bytes
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            image = buffer.getvalue()
+        if image is not None and not isinstance(image, (str, os.PathLike, bytes, bytearray)):
+            raise TypeError(f"record {n} (id {record.get('id', n)!r}), field 'image': expected a path, bytes or a PIL "
+                            f"image, got {type(image).__name__}")
+        rows.append({"id": str(record.get("id", n)), "text": text if isinstance(text, str) else None,
+                     "image": str(image) if isinstance(image, os.PathLike) else image, "modality": modality})
+    if not rows:
+        raise ValueError("no documents to index")
+    if any(r["image"] is not None and not isinstance(r["image"], str) for r in rows):
+        for r in rows:  # paths next to bytes: one column of {"bytes", "path"} dicts (what open_image reads)
+            image = r["image"]
+            r["image"] = None if image is None else {"bytes": None, "path": image} if isinstance(image, str) \
+                else {"bytes": bytes(image), "path": None}
+    return datasets.Dataset.from_list(rows)
+
+
+def documents_from_folder(folder: str | os.PathLike) -> datasets.Dataset:
+    """The documents of a folder: every image file and every ``.txt`` file, paired by their path without the
+    suffix (``cats/01.jpg`` + ``cats/01.txt`` = one image+text document with id ``cats/01``). An image alone is an
+    image document, a text alone a text document. Image paths are relative to ``folder``."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"document folder not found: {root}")
+    docs: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        rel = path.relative_to(root)
+        suffix = path.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES and suffix != ".txt":
+            continue
+        doc = docs.setdefault(rel.with_suffix("").as_posix(), {"text": None, "image": None})
+        if suffix == ".txt":
+            text = path.read_text(encoding="utf-8").strip()
+            if not text:
+                raise ValueError(f"{path}: empty text file (document {rel.with_suffix('').as_posix()!r})")
+            doc["text"] = text
+        elif doc["image"] is not None:
+            raise ValueError(f"{root}: two images for document {rel.with_suffix('').as_posix()!r}: "
+                             f"{doc['image']} and {rel.as_posix()}")
+        else:
+            doc["image"] = rel.as_posix()
+    if not docs:
+        raise ValueError(f"{root}: no documents (image files {', '.join(IMAGE_SUFFIXES)} or .txt files)")
+    return datasets.Dataset.from_list([{"id": i, "text": d["text"], "image": d["image"],
+                                        "modality": _modality(d["text"], d["image"])} for i, d in docs.items()])
+
+
+def _as_documents(data: Any) -> tuple[datasets.Dataset, str | None]:
+    """``(dataset, image root)`` of a Dataset, a list of records or a folder."""
+    if isinstance(data, (str, os.PathLike)):
+        return documents_from_folder(data), str(Path(data).resolve())
+    if isinstance(data, datasets.Dataset):
+        missing = [c for c in ("id",) if c not in data.column_names]
+        if missing or not {"text", "image"} & set(data.column_names):
+            raise ValueError(f"dataset needs the columns 'id' and 'text' and/or 'image' (has {data.column_names})")
+        if "modality" not in data.column_names:
+            data = data.map(lambda r: {"modality": _modality(r.get("text"), r.get("image"))})
+        return data, None
+    return documents_from_records(list(data)), None
+
+
+def _stable_config(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable_config(v) for k, v in sorted(value.items()) if k not in _VOLATILE_CONFIG}
+    if isinstance(value, (list, tuple)):
+        return [_stable_config(v) for v in value]
+    return value
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of what a model computes: its class, its config (less the keys a save/load round trip changes:
+    ``_name_or_path``, ``architectures``, ``dtype``, ...) and every parameter/buffer's name, dtype, shape and
+    bytes. The same weights give the same fingerprint in memory, saved, reloaded or pulled from the Hub."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(model).__qualname__.encode())
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        h.update(json.dumps(_stable_config(config.to_dict()), sort_keys=True, default=repr).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def processor_fingerprint(processor: Any) -> str:
+    """Hash of what a processor does to inputs: its class, its image processor's settings and its tokenizer's
+    vocabulary, normaliser, templates and options. The fast tokenizer's per-call padding/truncation state
+    (which calling it changes) is left out, so a processor hashes the same before and after use."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(processor).__qualname__.encode())
+    for part in (processor, getattr(processor, "image_processor", None), getattr(processor, "tokenizer", None)):
+        if part is None:
+            continue
+        h.update(type(part).__qualname__.encode())
+        backend = getattr(part, "backend_tokenizer", None)
+        if backend is not None:
+            state = json.loads(backend.to_str())
+            state.pop("truncation", None)
+            state.pop("padding", None)
+            h.update(json.dumps(state, sort_keys=True).encode())
+        for attr in ("model_max_length", "padding_side", "truncation_side"):
+            if hasattr(part, attr):
+                h.update(f"{attr}={getattr(part, attr)!r}".encode())
+        if part is not processor and backend is None and hasattr(part, "to_dict"):
+            h.update(json.dumps(part.to_dict(), sort_keys=True, default=repr).encode())
+    return h.hexdigest()
+
+
+def _reference(model: Any) -> str | None:
+    name = getattr(model, "name_or_path", None) or None
+    if name and Path(name).is_dir():
+        return str(Path(name).resolve())
+    return name
+
+
+class GCLIndex:
+    """Embeddings of a corpus with their ids, and the model that made them, ready to be searched.
+
+    Build one with :meth:`build`, write it with :meth:`save`, read it back with :meth:`load` (which refuses a
+    model or processor other than the corpus was encoded with), query it with :meth:`search`.
+    """
+
+    def __init__(self, embeddings: CorpusEmbeddings | torch.Tensor | np.ndarray, documents: datasets.Dataset,
+                 info: IndexInfo, *, model: Any = None, processor: Any = None, backend: str = "exact"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if isinstance(embeddings, torch.Tensor):
+            embeddings = embeddings.detach().to("cpu", torch.float32).numpy()
+        rows = embeddings.num_rows if isinstance(embeddings, CorpusEmbeddings) else len(embeddings)
+        if rows != len(documents):
+            raise ValueError(f"{rows} embeddings for {len(documents)} documents")
+        self.embeddings = embeddings
+        self.documents = documents
+        self.info = info
+        self.model = model
+        self.processor = processor
+        self.backend = backend
+        self._faiss: Any = None
+        self._ids: list[str] | None = None
+
+    # ------------------------------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, model: Any, processor: Any, data: Any, *, image_root: str | os.PathLike | None = None,
+              batch_size: int = 64, num_workers: int = 0, device: torch.device | str | None = None,
+              processor_kwargs: dict[str, Any] | None = None, cache_dir: str | os.PathLike | None = None,
+              shard_size: int = 65536, model_ref: str | None = None, revision: str | None = None,
+              processor_ref: str | None = None, backend: str = "exact", show_progress: bool = True) -> GCLIndex:
+        """Encode ``data`` with ``model`` / ``processor`` into an index.
+
+        ``data``: a ``datasets.Dataset`` with ``id`` and ``text`` and/or ``image`` columns (``modality``
+        inferred when absent), a list of records ``{"id", "text", "image"}``, or a folder of documents (see
+        :func:`documents_from_folder`). ``image_root``: where relative image paths resolve (a folder's own
+        path by default). With ``cache_dir`` the embeddings go through the resumable on-disk cache.
+        ``model_ref`` / ``revision`` / ``processor_ref`` record where the model comes from, so
+        :meth:`load` can reload it (default: the model's ``name_or_path``).
+        """
+        documents, folder_root = _as_documents(data)
+        root = str(image_root) if image_root is not None else folder_root
+        fingerprints = model_fingerprint(model), processor_fingerprint(processor)
+        kwargs = dict(image_root=root, batch_size=batch_size, num_workers=num_workers, device=device,
+                      processor_kwargs=processor_kwargs, show_progress=show_progress, desc="encoding corpus")
+        if cache_dir is not None:
+            embeddings: Any = encode_corpus(model, processor, documents, cache_dir=cache_dir, shard_size=shard_size,
+                                            **kwargs)
+        else:
+            embeddings = encode_dataset(model, processor, documents, **kwargs)
+        return cls.from_embeddings(embeddings, documents, model, processor, image_root=root, model_ref=model_ref,
+                                   revision=revision, processor_ref=processor_ref, processor_kwargs=processor_kwargs,
+                                   backend=backend, fingerprints=fingerprints)
+
+    @classmethod
+    def from_embeddings(cls, embeddings: CorpusEmbeddings | torch.Tensor | np.ndarray, documents: datasets.Dataset,
+                        model: Any, processor: Any, *, image_root: str | None = None, model_ref: str | None = None,
+                        revision: str | None = None, processor_ref: str | None = None,
+                        processor_kwargs: dict[str, Any] | None = None, backend: str = "exact",
+                        fingerprints: tuple[str, str] | None = None) -> GCLIndex:
+        """An index of embeddings already computed by ``model`` / ``processor`` (row ``i`` = ``documents[i]``),
+        e.g. a cache written by ``gcl-hf encode`` or :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`.
+        ``fingerprints``: the model's and processor's, when already computed."""
+        dim = embeddings.dim if isinstance(embeddings, CorpusEmbeddings) else int(embeddings.shape[1])
+        model_fp, processor_fp = fingerprints or (model_fingerprint(model), processor_fingerprint(processor))
+        info = IndexInfo(model_fingerprint=model_fp, processor_fingerprint=processor_fp, num_rows=len(documents),
+                         dim=dim, model=model_ref or _reference(model), revision=revision, processor=processor_ref,
+                         processor_kwargs=dict(processor_kwargs or {}), image_root=image_root)
+        return cls(embeddings, documents, info, model=model, processor=processor, backend=backend)
+
+    # ------------------------------------------------------------------------------------------ saving
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the index to ``directory`` (embeddings already there, as after ``gcl-hf encode``, are kept)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        source = self.embeddings.directory if isinstance(self.embeddings, CorpusEmbeddings) else None
+        if source is None or source.resolve() != directory.resolve():
+            self._write_embeddings(directory)
+        columns = [c for c in _DOC_COLUMNS if c in self.documents.column_names]
+        docs = self.documents.select_columns(columns)
+        if "image" in columns and docs.features["image"] != datasets.Value("string"):
+            docs = docs.remove_columns("image")  # bytes / decoded images: the embeddings are what matters
+        target = directory / DOCUMENTS_DIR
+        tmp = directory / f".{DOCUMENTS_DIR}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        docs.flatten_indices().save_to_disk(str(tmp))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        text = json.dumps(asdict(self.info), indent=2)
+        _atomic_write(directory / INDEX_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return directory
+
+    def _write_embeddings(self, directory: Path) -> None:
+        if isinstance(self.embeddings, CorpusEmbeddings):
+            if not self.embeddings.complete:
+                raise ValueError(f"{self.embeddings.directory}: incomplete cache (missing {self.embeddings.missing})")
+            shards = self.embeddings.shards
+            shard_size = int(json.loads((self.embeddings.directory / "meta.json").read_text())["shard_size"])
+        else:
+            shards, shard_size = [self.embeddings], max(1, len(self.embeddings))
+        for n, shard in enumerate(shards):
+            path = directory / f"shard_{n:05d}.npy"
+            _atomic_write(path, lambda tmp, s=shard: np.save(tmp, np.ascontiguousarray(s, dtype=np.float32)))
+        meta = json.dumps({"version": CACHE_VERSION, "num_rows": len(self.documents), "shard_size": shard_size})
+        _atomic_write(directory / "meta.json", lambda tmp: tmp.write_text(meta))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, model: Any = None, processor: Any = None, *, backend: str = "exact",
+             device: torch.device | str | None = None) -> GCLIndex:
+        """Read an index; ``model`` / ``processor`` default to the ones recorded in it (loaded with
+        :func:`gcl_hf.hub.load` / ``AutoProcessor``). A model or processor whose fingerprint differs from the
+        one the corpus was encoded with raises :class:`IndexMismatchError`."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"index directory not found: {directory}")
+        info = IndexInfo.read(directory / INDEX_FILE)
+        embeddings = load_cached(directory)
+        if not embeddings.complete or embeddings.num_rows != info.num_rows:
+            raise ValueError(f"{directory}: {embeddings.num_rows} of {info.num_rows} embeddings present "
+                             f"(missing shards: {', '.join(embeddings.missing) or 'none'})")
+        if not (directory / DOCUMENTS_DIR).is_dir():
+            raise FileNotFoundError(f"{directory}: no {DOCUMENTS_DIR}/ (the ids of the embeddings)")
+        documents = datasets.load_from_disk(str(directory / DOCUMENTS_DIR))
+        model = model if model is not None else _load_model(info, directory)
+        if device is not None:
+            model.to(device)
+        processor = processor if processor is not None else _load_processor(info, model, directory)
+        _check(info, model, processor, directory)
+        return cls(embeddings, documents, info, model=model, processor=processor, backend=backend)
+
+    # ------------------------------------------------------------------------------------------ searching
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = [str(i) for i in self.documents["id"]]
+        return self._ids
+
+    def document(self, row: int) -> dict[str, Any]:
+        """Row ``row`` of the documents (``id``, ``text``, ``modality``, image path when stored)."""
+        return dict(self.documents[int(row)])
+
+    def encode_query(self, text: str | None = None, image: Any = None) -> torch.Tensor:
+        """``[1, D]`` embedding of a text, an image (path, bytes or PIL image) or both (a fused query), encoded
+        exactly as corpus rows are."""
+        if self.model is None or self.processor is None:
+            raise ValueError("this index has no model/processor attached; use GCLIndex.load(dir) or build()")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise ValueError(f"query text must be a non-empty string, got {text!r}")
+        if image is None and text is None:
+            raise ValueError("a query needs text=..., image=... or both")
+        if image is not None and isinstance(image, (str, os.PathLike)):
+            image = str(Path(image).expanduser().resolve())
+        query = documents_from_records([{"id": "query", "text": text, "image": image}])
+        return encode_dataset(self.model, self.processor, query, processor_kwargs=self.info.processor_kwargs,
+                              batch_size=1, show_progress=False)
+
+    def search(self, text: str | None = None, image: Any = None, k: int = 10) -> SearchResults:
+        """The ``k`` documents closest to a text query, an image query or a fused (image, text) query."""
+        return self.search_embeddings(self.encode_query(text=text, image=image), k)[0]
+
+    def search_embeddings(self, query_embeds: torch.Tensor | np.ndarray, k: int = 10) -> list[SearchResults]:
+        """Top-``k`` for each row of ``[Q, D]`` query embeddings (normalised, from the same model)."""
+        queries = torch.as_tensor(np.asarray(query_embeds, dtype=np.float32))
+        if queries.ndim != 2 or queries.shape[1] != self.info.dim:
+            raise ValueError(f"query embeddings must be [Q, {self.info.dim}], got {tuple(queries.shape)}")
+        shards = self.embeddings.shards if isinstance(self.embeddings, CorpusEmbeddings) else [self.embeddings]
+        if self.backend == "faiss":
+            if self._faiss is None:
+                self._faiss = build_faiss_index(shards)
+            scores, rows = faiss_topk(self._faiss, queries, k)
+        else:
+            scores, rows = exact_topk(queries, shards, k)
+        ids = self.ids
+        return [SearchResults([ids[j] for j in r if j >= 0], [s for j, s in zip(r, sc) if j >= 0],
+                              [j for j in r if j >= 0]) for r, sc in zip(rows.tolist(), scores.tolist())]
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _load_model(info: IndexInfo, directory: Path) -> Any:
+    if not info.model:
+        raise ValueError(f"{directory}: the index records no model reference; pass the model it was built with")
+    from gcl_hf import hub
+
+    return hub.load(info.model, revision=info.revision)
+
+
+def _load_processor(info: IndexInfo, model: Any, directory: Path) -> Any:
+    from transformers import AutoProcessor
+
+    name = info.processor or info.model
+    if not name:
+        raise ValueError(f"{directory}: the index records no processor reference; pass the processor")
+    return AutoProcessor.from_pretrained(name, revision=info.revision if name == info.model else None)
+
+
+def _check(info: IndexInfo, model: Any, processor: Any, directory: Path) -> None:
+    if model_fingerprint(model) != info.model_fingerprint:
+        raise IndexMismatchError(
+            f"{directory}: the corpus was encoded with another model ({info.model or 'unnamed'}, weights fingerprint "
+            f"{info.model_fingerprint[:12]}); this model's is {model_fingerprint(model)[:12]}: re-encode the corpus")
+    if processor_fingerprint(processor) != info.processor_fingerprint:
+        raise IndexMismatchError(
+            f"{directory}: the corpus was encoded with another processor (fingerprint {info.processor_fingerprint[:12]}"
+            f", this one's is {processor_fingerprint(processor)[:12]}); pass the processor it was built with")

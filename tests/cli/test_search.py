@@ -1,0 +1,85 @@
+"""A folder of image+text documents -> `gcl-hf encode` -> an index on disk -> `gcl-hf search` by text, image
+or both; the same index as `GCLIndex.build`."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gcl_hf import GCLModel, cli
+from gcl_hf.retrieval.index import GCLIndex
+from gcl_hf.testing import tiny_clip, tiny_processor
+from tests.retrieval.test_index import CAPTIONS, write_documents  # the same document folder as the GCLIndex tests
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    docs = write_documents(root / "docs")
+    model = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
+    model.save_pretrained(root / "model")
+    tiny_processor().save_pretrained(root / "model")
+    return root, docs, model
+
+
+def _index_dir(root: Path, capsys) -> Path:
+    assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(root / "docs"), "--cache_dir",
+                     str(root / "emb"), "--quiet", "--batch-size", "3", "--output", str(root / "enc.json")]) == 0
+    out = capsys.readouterr().out
+    assert "query it with gcl-hf search --index" in out
+    summary = json.loads((root / "enc.json").read_text())
+    (entry,) = summary["datasets"].values()
+    return Path(entry["directory"])
+
+
+def _search(capsys, *argv: str) -> list[list[str]]:
+    assert cli.main(["search", *argv]) == 0
+    return [line.split() for line in capsys.readouterr().out.splitlines()]
+
+
+def test_encode_folder_then_search(encoded, capsys):
+    root, docs, model = encoded
+    index_dir = _index_dir(root, capsys)
+    assert {"gcl_index.json", "documents", "meta.json"} <= {p.name for p in index_dir.iterdir()}
+    for i in (1, 3, 5):
+        lines = _search(capsys, "--index", str(index_dir), "--text", CAPTIONS[i], "--image",
+                        str(docs / ("sub" if i % 3 == 0 else "") / f"doc{i}.png"), "-k", "4")
+        doc = f"sub/doc{i}" if i % 3 == 0 else f"doc{i}"
+        assert [line[0] for line in lines] == ["1", "2", "3", "4"]
+        assert lines[0][2] == doc and float(lines[0][1]) == pytest.approx(1.0, abs=1e-4)
+        assert " ".join(lines[0][3:]) == CAPTIONS[i]  # the document's text is shown
+    assert _search(capsys, "--index", str(index_dir), "--image", str(docs / "photo.jpg"), "--top_k", "1")[0][2] == \
+        "photo"
+    assert _search(capsys, "--index", str(index_dir), "--text", "a note with words only", "-k", "1")[0][2] == "note"
+    # the encode directory is the same index GCLIndex.build makes in memory
+    built = GCLIndex.build(model, tiny_processor(), docs, show_progress=False)
+    loaded = GCLIndex.load(index_dir)
+    assert loaded.ids == built.ids
+    np.testing.assert_allclose(loaded.embeddings.to_numpy(), built.embeddings, atol=1e-6)
+    assert loaded.info.model == str((root / "model").resolve())
+
+
+def test_search_json_and_faiss(encoded, capsys):
+    root, docs, _ = encoded
+    index_dir = _index_dir(root, capsys)
+    argv = ["--index", str(index_dir), "--text", CAPTIONS[2], "--image", str(docs / "doc2.png"), "-k", "5", "--json"]
+    assert cli.main(["search", *argv]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert cli.main(["search", *argv, "--backend", "faiss"]) == 0
+    flat = json.loads(capsys.readouterr().out)
+    assert exact["ids"][0] == "doc2" and exact["ids"] == flat["ids"]
+    np.testing.assert_allclose(exact["scores"], flat["scores"], atol=1e-5)
+
+
+def test_search_refuses_another_model(encoded, tmp_path, capsys):
+    root, _, _ = encoded
+    index_dir = _index_dir(root, capsys)
+    other = tmp_path / "other"
+    GCLModel.from_backbone(tiny_clip(seed=1)).save_pretrained(other)
+    tiny_processor().save_pretrained(other)
+    assert cli.main(["search", "--index", str(index_dir), "--text", "boat", "--model", str(other)]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "encoded with another model" in err[0]
+    assert cli.main(["search", "--index", str(index_dir), "--image", str(tmp_path / "missing.png")]) == 1
+    assert "--image: file not found" in capsys.readouterr().err
