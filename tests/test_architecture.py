@@ -12,14 +12,14 @@ import gcl_hf
 SRC = Path(gcl_hf.__file__).parent
 
 #: Subpackage → the gcl_hf subpackages it may import (at module level or inside functions). Layers, bottom up:
-#: errors, losses → data → modeling → benchmarks / retrieval → hub → training → integrations, demo, cli.
+#: errors, losses → data → modeling → hub → benchmarks / retrieval → training → integrations, demo, cli.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "losses": set(),
     "modeling": {"losses", "errors", "data", "top"},
     "data": {"errors"},
     "benchmarks": {"errors", "data"},
-    "retrieval": {"errors", "data", "modeling", "benchmarks"},
+    "retrieval": {"errors", "data", "modeling", "benchmarks", "hub"},
     "hub": {"modeling", "losses", "top"},
     "training": {"errors", "losses", "modeling", "data", "retrieval", "hub"},
     "integrations": {"errors", "modeling", "data", "retrieval", "benchmarks", "hub"},

@@ -30,6 +30,7 @@ _LAZY = {
     "encode_dataset": "gcl_hf.retrieval.encoding",
     "encode_corpus_distributed": "gcl_hf.retrieval.distributed_encoding",
     "exact_topk": "gcl_hf.retrieval.search",
+    "GCLIndex": "gcl_hf.retrieval.index",
     "modality_gap": "gcl_hf.retrieval.analysis",
     "RetrievalTask": "gcl_hf.benchmarks.task",
     "load_benchmark": "gcl_hf.benchmarks.registry",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed
     from gcl_hf.retrieval.encoding import encode_dataset
     from gcl_hf.retrieval.evaluation import evaluate_retrieval
+    from gcl_hf.retrieval.index import GCLIndex
     from gcl_hf.retrieval.search import exact_topk
     from gcl_hf.training.trainer import GCLTrainer
     from gcl_hf.training.arguments import GCLTrainingArguments

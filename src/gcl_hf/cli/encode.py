@@ -87,7 +87,7 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     """
     import datasets
 
-    from gcl_hf.retrieval.index import documents_from_folder
+    from gcl_hf.retrieval.documents import documents_from_folder
 
     path = Path(path)
     if path.is_dir():

@@ -18,6 +18,9 @@ _LAZY = {
     "evaluate_retrieval": "evaluation",
     "rank_corpus": "evaluation",
     "modality_gap": "analysis",
+    "GCLIndex": "index",
+    "retrieve": "evaluation",
+    "TaskRankings": "evaluation",
 }
 
 

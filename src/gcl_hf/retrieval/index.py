@@ -20,11 +20,10 @@ meaningless.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import datasets
 import numpy as np
 import torch
 
+from gcl_hf.retrieval.documents import _as_documents, documents_from_folder, documents_from_records
 from gcl_hf.retrieval.embedding_cache import CACHE_VERSION, CorpusEmbeddings, encode_corpus, load_cached
 from gcl_hf.retrieval.encoding import encode_dataset
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
@@ -46,7 +46,6 @@ DOCUMENTS_DIR = "documents"
 FORMAT = "gcl-index"
 VERSION = 1
 BACKENDS = ("exact", "faiss")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _DOC_COLUMNS = ("id", "text", "image", "modality")
 #: config keys that change when a model is saved and loaded back without changing what it computes
 _VOLATILE_CONFIG = frozenset({"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
@@ -101,93 +100,6 @@ class SearchResults:
 
     def __iter__(self) -> Iterator[tuple[str, float]]:
         return iter(zip(self.ids, self.scores))
-
-
-def _modality(text: Any, image: Any) -> str:
-    has_text = isinstance(text, str) and bool(text.strip())
-    has_image = image is not None and not (isinstance(image, str) and not image)
-    if has_text and has_image:
-        return "image,text"
-    if has_image:
-        return "image"
-    if has_text:
-        return "text"
-    raise ValueError("neither a text nor an image")
-
-
-def documents_from_records(records: Sequence[Mapping[str, Any]]) -> datasets.Dataset:
-    """Records ``{"id", "text", "image"}`` (``id`` defaults to the record's position, ``modality`` is inferred
-    from which of ``text`` / ``image`` are given; images are paths, bytes or PIL images) as a ``Dataset``."""
-    rows = []
-    for n, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise TypeError(f"record {n}: expected a mapping with 'text' and/or 'image', got {type(record).__name__}")
-        text, image = record.get("text"), record.get("image")
-        try:
-            modality = record.get("modality") or _modality(text, image)
-        except ValueError:
-            raise ValueError(f"record {n} (id {record.get('id', n)!r}): neither a text nor an image") from None
-        if hasattr(image, "save") and not isinstance(image, (str, bytes)):  # PIL: keep it as PNG bytes
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            image = buffer.getvalue()
-        if image is not None and not isinstance(image, (str, os.PathLike, bytes, bytearray)):
-            raise TypeError(f"record {n} (id {record.get('id', n)!r}), field 'image': expected a path, bytes or a PIL "
-                            f"image, got {type(image).__name__}")
-        rows.append({"id": str(record.get("id", n)), "text": text if isinstance(text, str) else None,
-                     "image": str(image) if isinstance(image, os.PathLike) else image, "modality": modality})
-    if not rows:
-        raise ValueError("no documents to index")
-    if any(r["image"] is not None and not isinstance(r["image"], str) for r in rows):
-        for r in rows:  # paths next to bytes: one column of {"bytes", "path"} dicts (what open_image reads)
-            image = r["image"]
-            r["image"] = None if image is None else {"bytes": None, "path": image} if isinstance(image, str) \
-                else {"bytes": bytes(image), "path": None}
-    return datasets.Dataset.from_list(rows)
-
-
-def documents_from_folder(folder: str | os.PathLike) -> datasets.Dataset:
-    """The documents of a folder: every image file and every ``.txt`` file, paired by their path without the
-    suffix (``cats/01.jpg`` + ``cats/01.txt`` = one image+text document with id ``cats/01``). An image alone is an
-    image document, a text alone a text document. Image paths are relative to ``folder``."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"document folder not found: {root}")
-    docs: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        rel = path.relative_to(root)
-        suffix = path.suffix.lower()
-        if suffix not in IMAGE_SUFFIXES and suffix != ".txt":
-            continue
-        doc = docs.setdefault(rel.with_suffix("").as_posix(), {"text": None, "image": None})
-        if suffix == ".txt":
-            text = path.read_text(encoding="utf-8").strip()
-            if not text:
-                raise ValueError(f"{path}: empty text file (document {rel.with_suffix('').as_posix()!r})")
-            doc["text"] = text
-        elif doc["image"] is not None:
-            raise ValueError(f"{root}: two images for document {rel.with_suffix('').as_posix()!r}: "
-                             f"{doc['image']} and {rel.as_posix()}")
-        else:
-            doc["image"] = rel.as_posix()
-    if not docs:
-        raise ValueError(f"{root}: no documents (image files {', '.join(IMAGE_SUFFIXES)} or .txt files)")
-    return datasets.Dataset.from_list([{"id": i, "text": d["text"], "image": d["image"],
-                                        "modality": _modality(d["text"], d["image"])} for i, d in docs.items()])
-
-
-def _as_documents(data: Any) -> tuple[datasets.Dataset, str | None]:
-    """``(dataset, image root)`` of a Dataset, a list of records or a folder."""
-    if isinstance(data, (str, os.PathLike)):
-        return documents_from_folder(data), str(Path(data).resolve())
-    if isinstance(data, datasets.Dataset):
-        missing = [c for c in ("id",) if c not in data.column_names]
-        if missing or not {"text", "image"} & set(data.column_names):
-            raise ValueError(f"dataset needs the columns 'id' and 'text' and/or 'image' (has {data.column_names})")
-        if "modality" not in data.column_names:
-            data = data.map(lambda r: {"modality": _modality(r.get("text"), r.get("image"))})
-        return data, None
-    return documents_from_records(list(data)), None
 
 
 def _stable_config(value: Any) -> Any:
