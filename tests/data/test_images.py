@@ -122,6 +122,7 @@ def test_truncated_file_is_an_error():
         open_image(data[: len(data) // 2])
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
     data = _encoded(Image.new("1", (300, 200)))  # 60k pixels in a few hundred bytes
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # Pillow only warns between 1x and 2x this limit

@@ -104,7 +104,12 @@ class GCLCollator:
         if self.padding not in ("longest", "max_length"):
             raise ValueError(f"padding must be 'longest', 'max_length' or None, got {self.padding!r}")
         if self.max_length is None:
-            self.max_length = _tokenizer_limit(self.processor) or DEFAULT_MAX_LENGTH
+            self.max_length = _tokenizer_limit(self.processor)
+            if self.max_length is None:
+                self.max_length = DEFAULT_MAX_LENGTH
+                logger.warning("the tokenizer declares no length limit: captions are truncated to %d tokens (CLIP's "
+                               "context); GCLCollator.for_model(model, processor) reads the text tower's own limit",
+                               DEFAULT_MAX_LENGTH)
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"max_length must be an int >= 2, got {self.max_length!r}")
 
@@ -112,9 +117,13 @@ class GCLCollator:
     def for_model(cls, model: Any, processor: Any, **kwargs: Any) -> GCLCollator:
         """A collator whose ``max_length`` fits ``model``'s text tower (a backbone or a
         ``GCLModel``) and whose padding follows its family (``max_length`` for SigLIP)."""
+        positions = _model_text_limit(model)
         if kwargs.get("max_length") is None:
-            limits = [x for x in (_model_text_limit(model), _tokenizer_limit(processor)) if x is not None]
+            limits = [x for x in (positions, _tokenizer_limit(processor)) if x is not None]
             kwargs["max_length"] = min(limits) if limits else DEFAULT_MAX_LENGTH
+        elif positions is not None and kwargs["max_length"] > positions:
+            raise ValueError(f"max_length {kwargs['max_length']} is more than the text tower's {positions} positions "
+                             "(max_position_embeddings)")
         if kwargs.get("padding") is None and _is_fixed_length_family(processor, model):
             kwargs["padding"] = "max_length"
         return cls(processor, **kwargs)
@@ -146,6 +155,9 @@ class GCLCollator:
             raise DataFormatError(where, self.text_column, f"caption must be a string, got {type(text).__name__}")
         if not text.strip():
             raise DataFormatError(where, self.text_column, "empty caption")
+        if "\x00" in text:
+            raise DataFormatError(where, self.text_column,
+                                  "caption contains a NUL character (binary data, or a UTF-16 file read as UTF-8?)")
         image = open_image(record[self.image_column], row=where, column=self.image_column, root=self.image_root)
         return image, text
 

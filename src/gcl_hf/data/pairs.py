@@ -125,9 +125,21 @@ def load_image_text_pairs(
         else:
             dataset, report = _from_file(path, fmt, split, opts)
     report.log_summary()
+    if isinstance(dataset, datasets.Dataset):
+        _require_records(report)
     if streaming and isinstance(dataset, datasets.Dataset):
         dataset = dataset.to_iterable_dataset()
     return (dataset, report) if return_report else dataset
+
+
+def _require_records(report: LoadReport) -> None:
+    """No training data is never what the user meant: an empty source, or one whose every record was skipped."""
+    if report.num_records == 0:
+        raise DataFormatError(report.source or "source", None, "no records (is the file empty?)")
+    if report.num_kept == 0:
+        first = report.examples[0] if report.examples else "?"
+        raise DataFormatError(report.source or "source", None,
+                              f"all {report.num_records} records were skipped (errors='skip'); the first: {first}")
 
 
 def _detect_format(source: Any) -> str:
