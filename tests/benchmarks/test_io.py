@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from benchmark_fixtures import MMEB_SCHEMA, write_covr, write_mbeir, write_mmeb, write_mmeb_parquet
+from benchmark_fixtures import MMEB_SCHEMA, write_covr, write_covr_csv, write_mbeir, write_mmeb, write_mmeb_parquet
 
 from gcl_hf.benchmarks import load_covr, load_mbeir, load_mmeb
 from gcl_hf.benchmarks.errors import BenchmarkFormatError
@@ -174,3 +174,14 @@ def test_covr_csv_without_rows_is_an_error(tmp_path, errors):
     info["csv"].write_text(info["csv"].read_text().splitlines()[0] + "\n")
     with pytest.raises(BenchmarkFormatError, match=r"covr_test\.csv: no rows"):
         load_covr(info["root"], errors=errors)
+
+
+@pytest.mark.parametrize("scores,reason", [("[1e999, 0.2]", "expected a list of finite numbers"),
+                                           ("-" * 5000 + "1", "cannot parse"), ("-" * 50000 + "1", "cannot parse")])
+def test_covr_scores_that_would_give_nan_weights_or_crash_the_parser(tmp_path, scores, reason):
+    info = write_covr(tmp_path / "CoVR")
+    rows = [dict(r) for r in info["rows"]]
+    rows[4]["scores"] = scores
+    write_covr_csv(info["csv"], rows)
+    with pytest.raises(BenchmarkFormatError, match=rf"covr_test\.csv, line 6, row 4, field 'scores': {reason}"):
+        load_covr(info["root"], target="scores")

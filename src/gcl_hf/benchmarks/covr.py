@@ -300,12 +300,16 @@ def _pooled_frames(raw_scores: Any, frames: list[str], frames_root: str, check_i
         frames = [frames[i] for i in covr_sample_indices(len(frames))]
     for frame in frames:
         check_image(frame, image_root=frames_root, mode=check_images, file=file, line=line, row=row, field="pth2")
+    shown = raw_scores if len(raw_scores or "") <= 80 else f"{raw_scores[:77]}..."
     try:
         scores = ast.literal_eval((raw_scores or "").strip() or "[]")
-    except (ValueError, SyntaxError):
-        raise BenchmarkFormatError(f"cannot parse {raw_scores!r} as a list of numbers", file=file, line=line, row=row, field="scores") from None
-    if not isinstance(scores, (list, tuple)) or not all(isinstance(s, (int, float)) for s in scores):
-        raise BenchmarkFormatError(f"expected a list of numbers, got {raw_scores!r}", file=file, line=line, row=row, field="scores")
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):  # deep nesting: the last two
+        raise BenchmarkFormatError(f"cannot parse {shown!r} as a list of numbers", file=file, line=line, row=row,
+                                   field="scores") from None
+    if not isinstance(scores, (list, tuple)) or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores):
+        raise BenchmarkFormatError(f"expected a list of finite numbers, got {shown!r}", file=file, line=line, row=row,
+                                   field="scores")
     if len(scores) == len(frames) and scores:
         weights = _softmax([float(s) for s in scores])
     else:  # CoVR: no scores, or not one per frame -> equal weights
