@@ -185,3 +185,25 @@ def test_covr_scores_that_would_give_nan_weights_or_crash_the_parser(tmp_path, s
     write_covr_csv(info["csv"], rows)
     with pytest.raises(BenchmarkFormatError, match=rf"covr_test\.csv, line 6, row 4, field 'scores': {reason}"):
         load_covr(info["root"], target="scores")
+
+
+def test_mmeb_and_covr_texts_with_nul_are_record_errors(tmp_path):
+    info = write_mmeb(tmp_path / "MMEB", subsets=("MSCOCO_t2i",))
+    entry = info["subsets"]["MSCOCO_t2i"]
+    entry["rows"][1]["qry_text"] = "caption\x00 1"
+    write_mmeb_parquet(entry["file"], entry["rows"])
+    with pytest.raises(BenchmarkFormatError, match=r"row 1, field 'qry_text': contains a NUL character"):
+        load_mmeb(info["root"], subsets=["MSCOCO_t2i"])
+    covr = write_covr(tmp_path / "CoVR")
+    rows = [dict(r) for r in covr["rows"]]
+    rows[2]["edit"] = "make it \x00 red"
+    write_covr_csv(covr["csv"], rows)
+    with pytest.raises(BenchmarkFormatError, match=r"line 4, row 2, field 'edit': contains a NUL character"):
+        load_covr(covr["root"])
+
+
+def test_mmeb_unreadable_parquet_names_the_file(tmp_path):
+    info = write_mmeb(tmp_path / "MMEB", subsets=("MSCOCO_t2i",))
+    info["subsets"]["MSCOCO_t2i"]["file"].write_bytes(b"PAR1 cut short")
+    with pytest.raises(BenchmarkFormatError, match=r"test-00000-of-00001\.parquet: not a readable parquet file"):
+        load_mmeb(info["root"], subsets=["MSCOCO_t2i"])

@@ -137,3 +137,8 @@ def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
         open_image(_encoded(Image.new("1", (400, 300))))  # over 2x: Pillow's own error, same hint
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # the user's explicit opt-out is respected
     assert open_image(data).size == (300, 200)
+
+
+def test_url_is_not_fetched_and_says_so():
+    with pytest.raises(ImageLoadError, match=r"file not found \(URLs are not downloaded"):
+        open_image("https://example.com/cat.jpg")

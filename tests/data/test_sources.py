@@ -9,6 +9,7 @@ import datasets
 import pytest
 
 from gcl_hf.data import DataFormatError, load_image_text_pairs
+from gcl_hf.data.images import ImageLoadError
 
 BOM = b"\xef\xbb\xbf"
 
@@ -167,3 +168,22 @@ def test_parquet_image_column_of_numbers_is_named(tmp_path):
     with pytest.raises(DataFormatError, match=r"nums\.parquet, field 'image': images must be paths, bytes or "
                                               r"datasets\.Image, the column is Value\('int64'\)"):
         load_image_text_pairs(path)
+
+
+def test_check_images_exists_refuses_zero_byte_files(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    path = _write(tmp_path / "pairs.jsonl", _jsonl([{"image": "a.png", "text": "x"}]))
+    with pytest.raises(ImageLoadError, match=r"a\.png'\): empty file \(0 bytes\)"):
+        load_image_text_pairs(path, check_images="exists")
+
+
+def test_csv_field_over_the_csv_module_limit_names_the_line(tmp_path):
+    path = _write(tmp_path / "huge.csv", b"image,text\na.png,ok\nb.png," + b"x" * 200_000 + b"\n")
+    with pytest.raises(DataFormatError, match=r"huge\.csv: line 3: unreadable CSV: field larger than field limit"):
+        load_image_text_pairs(path)
+
+
+@pytest.mark.parametrize("body", [b"", b"PAR1 not really"])
+def test_unreadable_parquet_names_the_file(tmp_path, body):
+    with pytest.raises(DataFormatError, match=r"bad\.parquet: not a readable parquet file"):
+        load_image_text_pairs(_write(tmp_path / "bad.parquet", body))

@@ -44,8 +44,8 @@ from typing import Any
 import datasets as hfds
 import numpy as np
 
-from gcl_hf.benchmarks._io import (ITEM_FEATURES, check_image, read_text_file, require_rows, resolve_root, rows_dataset,
-                                   validate_check_images)
+from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, read_text_file, require_rows,
+                                   resolve_root, rows_dataset, validate_check_images)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 from gcl_hf.data.textfiles import csv_rows
@@ -224,6 +224,8 @@ def load_covr(
                 value = (record.get(column) or "").strip()
                 if not value:
                     raise BenchmarkFormatError("empty value", file=csv_path, line=line, row=row_number, field=column)
+                if "\x00" in value:
+                    raise BenchmarkFormatError(NUL_REASON, file=csv_path, line=line, row=row_number, field=column)
                 values[column] = value
             pth1, pth2 = values["pth1"], values["pth2"]
             edit = pre_caption(values["edit"], max_words) if format_text else values["edit"]

@@ -32,8 +32,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gcl_hf.benchmarks._io import (ITEM_FEATURES, check_image, require_rows, resolve_root, rows_dataset,
-                                   validate_check_images)
+from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, require_rows, resolve_root,
+                                   rows_dataset, validate_check_images)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
@@ -125,7 +125,10 @@ def _load_subset(
 
     row_offset = 0  # query ids are row numbers across the subset's shards (stable under errors="skip")
     for file in files:
-        table = pq.read_table(file)
+        try:
+            table = pq.read_table(file)
+        except (pa.ArrowException, OSError) as exc:
+            raise BenchmarkFormatError(f"not a readable parquet file ({exc})", file=file) from None
         missing = [c for c in _COLUMNS if c not in table.column_names]
         if missing:
             raise BenchmarkFormatError(
@@ -141,6 +144,10 @@ def _load_subset(
                     raise BenchmarkFormatError(
                         f"expected a string, got {type(qry_text).__name__}", file=file, row=row_number, field="qry_text"
                     )
+                texts = {"qry_text": qry_text, **{f"tgt_text[{i}]": t for i, t in enumerate(tgt_text or [])}}
+                for field, text in texts.items():
+                    if isinstance(text, str) and "\x00" in text:
+                        raise BenchmarkFormatError(NUL_REASON, file=file, row=row_number, field=field)
                 if qry_img is not None and not isinstance(qry_img, str):
                     raise BenchmarkFormatError(
                         f"expected a string, got {type(qry_img).__name__}", file=file, row=row_number, field="qry_img_path"

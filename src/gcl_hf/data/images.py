@@ -202,7 +202,9 @@ def open_image(
             if label_path is None:
                 label_path = file
             if not os.path.exists(file):
-                raise FileNotFoundError("file not found")
+                url = os.fspath(source).startswith(("http://", "https://"))
+                raise FileNotFoundError("file not found" + (" (URLs are not downloaded: fetch the images and pass "
+                                                            "their local paths)" if url else ""))
             if os.path.isdir(file):
                 raise IsADirectoryError("is a directory")
             if os.path.getsize(file) == 0:

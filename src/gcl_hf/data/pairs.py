@@ -119,7 +119,7 @@ def load_image_text_pairs(
         if fmt == "imagefolder":
             dataset, report = _from_imagefolder(path, split, opts)
         elif fmt == "parquet":
-            table = datasets.Dataset.from_parquet(path, split=split)
+            table = _read_parquet(path, split)
             root = opts.image_root or os.path.dirname(path)
             dataset, report = _from_dataset(table, opts, label=path, fmt="parquet", default_root=root)
         else:
@@ -130,6 +130,16 @@ def load_image_text_pairs(
     if streaming and isinstance(dataset, datasets.Dataset):
         dataset = dataset.to_iterable_dataset()
     return (dataset, report) if return_report else dataset
+
+
+def _read_parquet(path: str, split: str) -> datasets.Dataset:
+    import pyarrow as pa
+
+    try:
+        return datasets.Dataset.from_parquet(path, split=split)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, pa.ArrowException) else exc
+        raise DataFormatError(path, None, f"not a readable parquet file ({cause})") from exc
 
 
 def _require_records(report: LoadReport) -> None:

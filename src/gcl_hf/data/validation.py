@@ -89,7 +89,9 @@ def _image_problem(ref: Any, mode: str) -> str | None:
     if isinstance(ref, (bytes, bytearray)):
         return None if ref else "empty image bytes"
     if isinstance(ref, (str, os.PathLike)):
-        return None if os.path.isfile(ref) else "file not found"
+        if not os.path.isfile(ref):
+            return "file not found"
+        return None if os.path.getsize(ref) else "empty file (0 bytes)"
     return None  # arrays / PIL images are already in memory
 
 
