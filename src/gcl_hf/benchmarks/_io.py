@@ -179,7 +179,7 @@ def iter_jsonl(path: Path, skips: SkipReport) -> Iterator[tuple[int, dict]]:
 
 
 def _line_error(path: Any) -> MakeError:
-    return lambda reason, line: BenchmarkFormatError(reason, file=path, line=line)
+    return lambda reason, line, offset=None: BenchmarkFormatError(reason, file=path, line=line, offset=offset)
 
 
 def read_text_file(path: Path) -> DecodedText:

@@ -129,7 +129,7 @@ class _Broken:
 
 
 def _line_error(path: str) -> MakeError:
-    return lambda reason, line: DataFormatError(f"{path}: line {line}", None, reason)
+    return lambda reason, line, offset=None: DataFormatError(f"{path}: line {line}", None, reason, offset=offset)
 
 
 def _read_json(path: str) -> tuple[list[Any], Callable[[int], str]]:
@@ -164,8 +164,8 @@ def _read_json(path: str) -> tuple[list[Any], Callable[[int], str]]:
         return records, lambda i: f"{path}: line {numbers[i]}"
     if decoded.bad_lines:
         line, err = min(decoded.bad_lines.items())
-        raise DataFormatError(f"{path}: line {line}", None,
-                              f"{err.reason}; a JSON list cannot skip one record, the whole file must be UTF-8")
+        raise DataFormatError(f"{path}: line {line}", None, f"{err.reason}; a JSON list cannot skip one record, "
+                              "the whole file must be UTF-8", offset=err.offset)
     try:
         records = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -21,21 +21,22 @@ __all__ = ["BOM", "DecodedText", "MakeError", "csv_rows", "iter_lines", "read_te
 
 #: The UTF-8 byte-order mark.
 BOM = b"\xef\xbb\xbf"
-#: Builds the caller's error for a problem on a (1-based) line.
-MakeError = Callable[[str, int], RecordError]
+#: Builds the caller's error for a problem on a (1-based) line: ``make_error(reason, line, offset=None)``, ``offset``
+#: being the byte offset of a byte that is not UTF-8 (kept as the error's ``offset``).
+MakeError = Callable[..., RecordError]
 
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
               (b"\xfe\xff", "UTF-16"))
 
 
-def utf8_problem(raw: bytes, offset: int = 0) -> str | None:
-    """``None`` when ``raw`` is UTF-8, else the reason, naming the first bad byte and its offset in the file
-    (``offset`` = where ``raw`` starts)."""
+def utf8_problem(raw: bytes, offset: int = 0) -> tuple[str, int] | None:
+    """``None`` when ``raw`` is UTF-8, else ``(reason, byte offset in the file)`` of its first bad byte
+    (``offset`` = where ``raw`` starts in the file)."""
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return (f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte offset {offset + exc.start} "
-                "(save the file as UTF-8)")
+        at = offset + exc.start
+        return f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte offset {at} (save the file as UTF-8)", at
     return None
 
 
@@ -78,7 +79,7 @@ def read_text(path: str | os.PathLike, make_error: MakeError) -> DecodedText:
     for number, line in enumerate(body.split(b"\n"), start=1):
         problem = utf8_problem(line, offset)
         if problem is not None:
-            bad[number] = make_error(problem, number)
+            bad[number] = make_error(problem[0], number, offset=problem[1])
         offset += len(line) + 1
     return DecodedText(body.decode("utf-8", "surrogateescape"), bad)
 
@@ -97,7 +98,8 @@ def iter_lines(path: str | os.PathLike, make_error: MakeError) -> Iterator[tuple
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                yield number, None, make_error(utf8_problem(raw, start) or "not valid UTF-8", number)
+                reason, at = utf8_problem(raw, start) or ("not valid UTF-8", None)
+                yield number, None, make_error(reason, number, offset=at)
                 continue
             yield number, text, None
 
