@@ -5,6 +5,13 @@ Training and evaluation data keep images lazy (file paths, encoded bytes, or the
 happens in dataloader workers. :func:`open_image` is the one place that decodes them, and
 :class:`ImageLoadError` is the one error a bad image raises: it names the row, the column and
 the file, so a corrupt file among millions is found at once.
+
+Every mode comes out as 8-bit RGB the way the pixels mean it: 16-bit ("I;16") divided by 257, 32-bit
+integer ("I") by its depth, float ("F") from ``[0, 1]`` or ``[0, 255]`` (Pillow's own conversion clips
+these at 255); transparent pixels (RGBA, LA, PA, palette or tRNS transparency) on white; CMYK, 1-bit
+and palette images through Pillow. The EXIF orientation is applied (as ``transformers`` and
+``datasets`` do), a multi-frame file gives its first frame, and an image whose header claims more than
+``PIL.Image.MAX_IMAGE_PIXELS`` is refused before decoding.
 """
 
 from __future__ import annotations

@@ -84,7 +84,13 @@ def load_image_text_pairs(
     metadata file); Hub and ``Dataset`` string paths are joined to ``image_root`` only when it
     is given. ``format`` forces one of :data:`FORMATS` instead of detecting it.
 
-    ``check_images``: ``True`` / ``"exists"`` verifies every image file exists upfront,
+    Text files are read as UTF-8 (a byte-order mark is dropped); a JSONL line or CSV row that is not UTF-8
+    or not valid JSON is one bad record (file, line, byte offset); a JSON list that is not UTF-8 is refused
+    whole. The format (LLaVA or plain captions) is told from the records as a whole, so a bad first record
+    is reported as itself. A CSV header without ``image_column`` / ``caption_column``, a source with no
+    records, or one whose every record is skipped, is an error whatever ``errors`` says.
+
+    ``check_images``: ``True`` / ``"exists"`` verifies every image file exists (and is not empty) upfront,
     ``"open"`` also decodes it (slow; threads + progress bar). ``errors="raise"`` raises
     :class:`DataFormatError` (or :class:`~gcl_hf.data.images.ImageLoadError`) on the first bad
     record; ``"skip"`` drops bad records, logs a warning and counts them in the report.
