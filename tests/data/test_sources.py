@@ -78,8 +78,10 @@ def test_non_utf8_jsonl_line_names_file_line_and_byte_offset(tmp_path):
     good = b'{"image": "a.png", "text": "one"}\n'
     path = _write(tmp_path / "latin1.jsonl", good + b'{"image": "b.png", "text": "caf\xe9"}\n' + good)
     offset = len(good) + len(b'{"image": "b.png", "text": "caf')
-    with pytest.raises(DataFormatError, match=rf"latin1\.jsonl: line 2: not valid UTF-8: byte 0xe9 at byte offset {offset}"):
+    with pytest.raises(DataFormatError, match=rf"latin1\.jsonl: line 2: not valid UTF-8: byte 0xe9 at byte offset "
+                                              rf"{offset}") as info:
         load_image_text_pairs(path)
+    assert info.value.offset == offset
     dataset, report = load_image_text_pairs(path, errors="skip", return_report=True)
     assert dataset["text"] == ["one", "one"]
     assert report.num_records == 3 and report.num_skipped == 1 and report.skipped[0].location.endswith("line 2")

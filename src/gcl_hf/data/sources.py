@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 
 from gcl_hf.data.errors import DataFormatError, DataSourceError, LoadReport
 from gcl_hf.data.textfiles import MakeError, csv_rows, read_text, split_lines
-from gcl_hf.data.validation import _blank, _check_images, _has_nul, _Options, _reject, _validate_dataset, _validate_stream
+from gcl_hf.data.validation import (_blank, _check_images, _has_nul, _Options, _reject, _validate_dataset,
+                                    _validate_stream)
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
@@ -122,10 +123,10 @@ def _from_imagefolder(path: str, split: str, opts: _Options) -> tuple[datasets.D
 class _Broken:
     """A line or row that could not be parsed, kept in its place so that record numbers and order stay true."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("offset", "reason")
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        self.reason, self.offset = reason, offset
 
 
 def _line_error(path: str) -> MakeError:
@@ -178,7 +179,7 @@ def _read_json(path: str) -> tuple[list[Any], Callable[[int], str]]:
 
 def _json_line(line: str, bad: DataFormatError | None, *, last: bool) -> Any:
     if bad is not None:
-        return _Broken(bad.reason)
+        return _Broken(bad.reason, bad.offset)
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
@@ -207,7 +208,7 @@ def _read_csv(path: str) -> tuple[list[Any], Callable[[int], str], list[str] | N
             records.append(dict(zip(header, values)))
         else:
             where = "" if bad == first else f"line {bad}: "
-            records.append(_Broken(where + decoded.bad_lines[bad].reason))
+            records.append(_Broken(where + decoded.bad_lines[bad].reason, decoded.bad_lines[bad].offset))
         lines.append(first)
     return records, lambda i: f"{path}: line {lines[i]}", header
 
@@ -308,7 +309,8 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Optio
 
     for i in np.flatnonzero(bad):
         field_name, reason = _diagnose(records[i], image_key=image_key, caption_key=caption_key, llava=llava, turn=turn)
-        _reject(report, opts.errors, int(i), where(int(i)), field_name, reason)
+        _reject(report, opts.errors, int(i), where(int(i)), field_name, reason,
+                offset=getattr(records[i], "offset", None))
 
     image_array = _join_root(image_array, root)
     columns = {"image": image_array, "text": text_array}

@@ -55,12 +55,12 @@ _NUL_REASON = "contains a NUL character (binary data, or a UTF-16 file read as U
 
 
 def _reject(report: LoadReport, errors: str, index: int, location: str, field_name: str | None, reason: str,
-            path: str | None = None) -> None:
+            path: str | None = None, offset: int | None = None) -> None:
     """Raise for ``errors="raise"`` (an ImageLoadError when ``path`` names an image), else count in ``report``."""
     if path is not None:
         err: DataFormatError | ImageLoadError = ImageLoadError(reason, row=location, column=field_name, path=path)
     else:
-        err = DataFormatError(location, field_name, reason)
+        err = DataFormatError(location, field_name, reason, offset=offset)
     if errors == "raise":
         raise err
     report.errors = "skip"
