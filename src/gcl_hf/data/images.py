@@ -141,11 +141,11 @@ def _check_pixels(image: Image.Image) -> None:
     limit = Image.MAX_IMAGE_PIXELS
     width, height = image.size
     if limit and width * height > limit:
-        raise ValueError(f"{width}x{height} = {width * height:,} pixels: {_BOMB_HINT} ({limit:,})")
+        raise ValueError(f"{width}x{height} = {width * height:,} pixels, over the decompression bomb limit "
+                         f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,}; {_BOMB_HINT}")
 
 
-_BOMB_HINT = ("over the decompression bomb limit PIL.Image.MAX_IMAGE_PIXELS; raise that limit if the image is "
-              "genuine")
+_BOMB_HINT = "raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine"
 
 
 def _decode(data: bytes | str) -> Image.Image:
@@ -228,7 +228,7 @@ def open_image(
         raise ImageLoadError("not a readable image (corrupt file or unknown format)", row=row, column=column,
                              path=label_path) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning, when made an error
-        raise ImageLoadError(f"{exc} ({_BOMB_HINT})", row=row, column=column, path=label_path) from None
+        raise ImageLoadError(f"{str(exc).rstrip('.')}; {_BOMB_HINT}", row=row, column=column, path=label_path) from None
     except (OSError, ValueError, TypeError, SyntaxError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         raise ImageLoadError(reason, row=row, column=column, path=label_path) from exc
