@@ -15,8 +15,8 @@ BOM = b"\xef\xbb\xbf"
 
 
 def _llava(i: int, caption: str = "a caption") -> dict:
-    return {"id": str(i), "image": f"{i}.png",
-            "conversations": [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": f"{caption} {i}"}]}
+    turns = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": f"{caption} {i}"}]
+    return {"id": str(i), "image": f"{i}.png", "conversations": turns}
 
 
 def _write(path, data: bytes) -> str:
@@ -133,7 +133,8 @@ def test_unicode_line_separator_inside_a_caption_is_kept(tmp_path):
 
 
 def test_nul_in_caption_is_a_record_error(tmp_path):
-    path = _write(tmp_path / "nul.jsonl", _jsonl([{"image": "a.png", "text": "a\x00b"}, {"image": "b.png", "text": "ok"}]))
+    records = [{"image": "a.png", "text": "a\x00b"}, {"image": "b.png", "text": "ok"}]
+    path = _write(tmp_path / "nul.jsonl", _jsonl(records))
     with pytest.raises(DataFormatError, match=r"nul\.jsonl: line 1, field 'text': caption contains a NUL character"):
         load_image_text_pairs(path)
     assert load_image_text_pairs(path, errors="skip")["text"] == ["ok"]
