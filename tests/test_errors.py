@@ -33,6 +33,12 @@ def test_message_names_file_line_and_field():
     assert (err.file, err.line, err.field) == ("q.jsonl", 7, "query_modality")
 
 
+def test_byte_offset_of_undecodable_bytes_is_kept_across_processes():
+    err = DataFormatError("x.jsonl: line 2", None, "not valid UTF-8: byte 0xe9 at byte offset 57", offset=57)
+    again = pickle.loads(pickle.dumps(err))
+    assert again.offset == 57 and again.details()["offset"] == 57 and str(again) == str(err)
+
+
 def test_skip_report_raises_or_counts_and_merges(caplog):
     with pytest.raises(BenchmarkFormatError):
         SkipReport("raise").handle(ERRORS[0])

@@ -24,7 +24,7 @@ ERRORS_MODES = ("raise", "skip")
 #: How many skipped records a :class:`SkipReport` keeps in full (the counts are always exact).
 MAX_KEPT = 1000
 
-_FIELDS = ("source", "line", "row", "record", "field", "path", "location")
+_FIELDS = ("source", "line", "row", "record", "field", "path", "location", "offset")
 
 
 def check_errors_mode(errors: str) -> str:
@@ -46,6 +46,7 @@ class RecordError(ValueError):
         field: the field (column, key) at fault.
         path: a file the record points at (an image), when that file is the problem.
         location: a ready-made place (``"x.json: record 3"``) used instead of source/line/row/record.
+        offset: byte offset in the source file of the problem (bytes that are not UTF-8), when known.
 
     The message reads ``<source>, line 7, field 'query_modality': unknown modality 'video'``.
     """
@@ -61,8 +62,10 @@ class RecordError(ValueError):
         field: str | None = None,
         path: str | None = None,
         location: str | None = None,
+        offset: int | None = None,
     ) -> None:
         self.reason = reason
+        self.offset = offset
         self.source = None if source is None else str(source)
         self.line, self.row, self.record, self.field, self.path = line, row, record, field, path
         self._location = location
@@ -94,7 +97,7 @@ class RecordError(ValueError):
     def details(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this error (also what crosses process boundaries)."""
         values = {"source": self.source, "line": self.line, "row": self.row, "record": self.record,
-                  "field": self.field, "path": self.path, "location": self._location}
+                  "field": self.field, "path": self.path, "location": self._location, "offset": self.offset}
         return {k: v for k, v in values.items() if v is not None}
 
     def __reduce__(self):  # keep the attributes across process boundaries (dataloader workers)

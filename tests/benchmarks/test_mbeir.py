@@ -221,13 +221,18 @@ def test_errors_skip_counts_and_reports(mbeir, tmp_path, caplog):
     cases = _bad_cases(mbeir)
     for case in cases:
         case()
+    # one good query keeps mscoco_task0 a task (one whose every query is skipped is an error: see test_io.py)
+    coco_files = mbeir["tasks"]["mscoco_task0"]
+    _append_line(coco_files["queries_file"], json.dumps({"qid": "9:5", "query_txt": "a fifth query", "task_id": 0,
+                                                         "query_modality": "text", "pos_cand_list": ["9:2"]}))
+    _append_line(coco_files["qrels_file"], "9:5 0 9:2 1 0")
     with caplog.at_level(logging.WARNING, logger="gcl_hf.benchmarks"):
         tasks = _load(mbeir, tmp_path, errors="skip")
     coco, i2t, cirr = tasks["mscoco_task0"], tasks["mscoco_task3"], tasks["cirr_task7"]
     # mscoco_task0 queries: empty text (line 1), missing field (2; its qrels are gone too), bad task id (3),
     # bad JSON (4); pool: line 1 (malformed did, image gone); qrels: the 4-field line.
     assert coco.meta["skipped"] == 6
-    assert len(coco.queries) == 0 and coco.qrels == {}
+    assert coco.queries["id"] == ["9:5"] and coco.qrels == {"9:5": {"9:2"}}
     assert coco.corpus["id"] == ["9:2", "9:3", "9:4"]
     # mscoco_task3: the modality-mismatched query and the duplicate did.
     assert i2t.meta["skipped"] == 2 and i2t.queries["id"] == ["9:302", "9:303"] and len(i2t.corpus) == 4

@@ -85,6 +85,21 @@ def test_for_model_caps_at_position_embeddings(tiny_processor):
     assert GCLCollator.for_model(model, tiny_processor, max_length=8).max_length == 8
 
 
+def test_tokenizer_without_a_limit(png, caplog):
+    processor = make_processor()
+    processor.tokenizer.model_max_length = int(1e30)  # what transformers sets when a tokenizer declares none
+    model = tiny_clip(max_length=16)
+    collator = GCLCollator.for_model(model, processor)  # the text tower's positions, not the tokenizer's "limit"
+    batch = collator(_records(PIXELS, ["x" * 100]))
+    assert collator.max_length == 16 and batch["input_ids"].shape == (1, 16)
+    model(**batch)
+    with pytest.raises(ValueError, match="max_length 40 is more than the text tower's 16 positions"):
+        GCLCollator.for_model(model, processor, max_length=40)  # would fail inside the model's forward
+    with caplog.at_level(logging.WARNING, logger="gcl_hf.data.collator"):
+        assert GCLCollator(processor).max_length == 77
+    assert "declares no length limit" in caplog.text and "GCLCollator.for_model" in caplog.text
+
+
 def test_siglip_defaults_to_max_length_padding():
     from transformers import SiglipProcessor
 
@@ -146,7 +161,8 @@ def test_truncated_png_is_an_error(tiny_processor, tmp_path):
 
 
 @pytest.mark.parametrize("text,reason", [("", "empty caption"), ("  \n", "empty caption"),
-                                         (None, "missing caption"), (3, "caption must be a string")])
+                                         (None, "missing caption"), (3, "caption must be a string"),
+                                         ("a\x00b", "caption contains a NUL character")])
 def test_bad_caption_raises(tiny_processor, text, reason):
     with pytest.raises(DataFormatError, match=rf"batch record 0, field 'text': {reason}"):
         GCLCollator(tiny_processor)([{"image": PIXELS, "text": text}])

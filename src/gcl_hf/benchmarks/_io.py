@@ -23,6 +23,10 @@ from datasets.exceptions import DatasetGenerationError
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.images import check_image_file
 from gcl_hf.benchmarks.task import MODALITIES
+from gcl_hf.data.textfiles import DecodedText, MakeError, iter_lines, read_text
+
+#: Why a text holding a NUL character is refused.
+NUL_REASON = "contains a NUL character (binary data, or a UTF-16 file read as UTF-8?)"
 
 __all__ = [
     "ITEM_FEATURES",
@@ -31,7 +35,10 @@ __all__ = [
     "check_modality",
     "default_cache_dir",
     "iter_jsonl",
+    "iter_text_lines",
     "optional_str",
+    "read_text_file",
+    "require_rows",
     "required_str",
     "resolve_root",
     "rows_dataset",
@@ -112,6 +119,11 @@ def cached_dataset(
         if isinstance(err.__cause__, Exception):
             raise err.__cause__ from None
         raise
+    except ValueError:  # datasets refuses a generator that yields nothing; an empty file is the caller's to judge
+        meta = _read_meta(meta_path)
+        if meta is None or meta.get("num_rows") != 0:
+            raise
+        dataset = rows_dataset([], features)
     meta = meta or _read_meta(meta_path)
     if meta is None:
         raise BenchmarkFormatError(f"the skip summary {meta_path} was not written; delete {entry} and load again",
@@ -132,37 +144,70 @@ def _generate_rows(rows: Callable[..., Iterator[dict[str, Any]]], rows_kwargs: d
                    meta_path: str) -> Iterator[dict[str, Any]]:
     """The generator `cached_dataset` hands to ``Dataset.from_generator``; writes the skip summary at the end."""
     local = SkipReport(errors)
-    yield from rows(local, **rows_kwargs)
+    count = 0
+    for row in rows(local, **rows_kwargs):
+        count += 1
+        yield row
     Path(meta_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{meta_path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(json.dumps({"skipped": local.to_dict()}), encoding="utf-8")
+    Path(tmp).write_text(json.dumps({"skipped": local.to_dict(), "num_rows": count}), encoding="utf-8")
     os.replace(tmp, meta_path)
 
 
 def iter_jsonl(path: Path, skips: SkipReport) -> Iterator[tuple[int, dict]]:
-    """``(line_number, object)`` for each non-blank line of a JSONL file (1-based lines).
+    """``(line_number, object)`` for each non-blank line of a JSONL file (1-based lines; a UTF-8 byte-order mark is
+    dropped). A line that is not UTF-8 (named with its byte offset), not valid JSON (a cut-off last line says so) or
+    not a JSON object goes to ``skips`` (raised or counted)."""
+    for number, text, error in iter_lines(path, _line_error(path)):
+        if error is not None:
+            skips.handle(error)
+            continue
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            hint = "; the line has no newline at the end: the file looks truncated" if not text.endswith("\n") else ""
+            skips.handle(BenchmarkFormatError(f"malformed JSON ({exc}){hint}", file=path, line=number))
+            continue
+        if not isinstance(obj, dict):
+            skips.handle(
+                BenchmarkFormatError(f"expected a JSON object, got {type(obj).__name__}", file=path, line=number)
+            )
+            continue
+        yield number, obj
 
-    A line that is not valid JSON, or not a JSON object, goes to ``skips`` (raised or counted).
-    """
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                skips.handle(BenchmarkFormatError(f"malformed JSON ({exc})", file=path, line=number))
-                continue
-            if not isinstance(obj, dict):
-                skips.handle(
-                    BenchmarkFormatError(f"expected a JSON object, got {type(obj).__name__}", file=path, line=number)
-                )
-                continue
-            yield number, obj
+
+def _line_error(path: Any) -> MakeError:
+    return lambda reason, line, offset=None: BenchmarkFormatError(reason, file=path, line=line, offset=offset)
+
+
+def read_text_file(path: Path) -> DecodedText:
+    """A whole (small) text file as UTF-8, byte-order mark dropped; lines that are not UTF-8 in ``bad_lines``."""
+    return read_text(path, _line_error(path))
+
+
+def iter_text_lines(path: Path) -> Iterator[tuple[int, str | None, BenchmarkFormatError | None]]:
+    """``(line, text, None)`` per line of a text file, or ``(line, None, error)`` for one that is not UTF-8."""
+    return iter_lines(path, _line_error(path))  # type: ignore[return-value]
+
+
+def require_rows(count: int, *, what: str, file: Any, skips: SkipReport) -> None:
+    """A benchmark file that yields no ``what`` (queries, candidates, rows) is an error naming it, whatever
+    ``errors`` says: a task with an empty corpus or no queries would report a meaningless metric."""
+    if count:
+        return
+    name = str(file)
+    mine = [s for s in skips.skipped if s.location.startswith(name)]
+    skipped = skips.by_source.get(name, 0)
+    if skipped:
+        first = f"; the first: {mine[0]}" if mine else ""
+        raise BenchmarkFormatError(f"all {skipped} {what} were skipped (errors='skip'){first}", file=file)
+    raise BenchmarkFormatError(f"no {what} (is the file empty?)", file=file)
 
 
 def optional_str(obj: dict, field: str, *, file: Any, line: int | None = None, row: int | None = None) -> str | None:
-    """``obj[field]`` as a string, ``None`` when absent/null/empty; an error for other types."""
+    """``obj[field]`` as a string, ``None`` when absent/null/empty; an error for other types and for NUL characters."""
     value = obj.get(field)
     if value is None or value == "":
         return None
@@ -170,6 +215,8 @@ def optional_str(obj: dict, field: str, *, file: Any, line: int | None = None, r
         raise BenchmarkFormatError(
             f"expected a string, got {type(value).__name__} {value!r}", file=file, line=line, row=row, field=field
         )
+    if "\x00" in value:
+        raise BenchmarkFormatError(NUL_REASON, file=file, line=line, row=row, field=field)
     return value
 
 

@@ -34,7 +34,6 @@ Frames are not decoded from videos here (no video decoder is a dependency): poin
 from __future__ import annotations
 
 import ast
-import csv
 import logging
 import math
 import os
@@ -45,9 +44,11 @@ from typing import Any
 import datasets as hfds
 import numpy as np
 
-from gcl_hf.benchmarks._io import ITEM_FEATURES, rows_dataset, check_image, resolve_root, validate_check_images
+from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, read_text_file, require_rows,
+                                   resolve_root, rows_dataset, validate_check_images)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
+from gcl_hf.data.textfiles import csv_rows
 
 __all__ = [
     "COVR_ANNOTATIONS",
@@ -203,45 +204,54 @@ def load_covr(
     query_rows: list[dict] = []
     gallery: dict[str, dict] = {}
     sources: dict[str, str] = {}
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in COVR_COLUMNS if c not in header]
-        if missing:
-            raise BenchmarkFormatError(f"missing column(s) {missing} (header: {header})", file=csv_path, line=1, field=missing[0])
-        for row_number, record in enumerate(reader):
-            line = reader.line_num
-            try:
-                values = {}
-                for column in ("pth1", "pth2", "edit"):
-                    value = (record.get(column) or "").strip()
-                    if not value:
-                        raise BenchmarkFormatError("empty value", file=csv_path, line=line, row=row_number, field=column)
-                    values[column] = value
-                pth1, pth2 = values["pth1"], values["pth2"]
-                edit = pre_caption(values["edit"], max_words) if format_text else values["edit"]
-                if not edit:
-                    raise BenchmarkFormatError("edit text is empty after pre_caption", file=csv_path, line=line, row=row_number, field="edit")
-                source_frames = frames_of(pth1, line=line, row=row_number, field="pth1")
-                query_image = source_frames[len(source_frames) // 2]
-                check_image(query_image, image_root=frames_root, mode=check_images, file=csv_path, line=line, row=row_number, field="pth1")
-                item = gallery.get(pth2)
-                if item is None:
-                    target_frames = frames_of(pth2, line=line, row=row_number, field="pth2")
-                    image = target_frames[len(target_frames) // 2]
-                    check_image(image, image_root=frames_root, mode=check_images, file=csv_path, line=line, row=row_number, field="pth2")
-                    item = {"id": pth2, "text": None, "image": image, "modality": "image"}
-                    if target == "scores":
-                        item.update(_pooled_frames(record.get("scores"), target_frames, frames_root, check_images,
-                                                   file=csv_path, line=line, row=row_number))
-            except BenchmarkFormatError as err:
-                skips.handle(err)
-                continue
-            gallery.setdefault(pth2, item)
-            qid = str(row_number)
-            sources[qid] = pth1
-            query_rows.append({"id": qid, "text": edit, "image": query_image, "modality": "image,text", "_target": pth2})
+    decoded = read_text_file(csv_path)
+    rows = csv_rows(decoded.text, ",", lambda reason, line: BenchmarkFormatError(reason, file=csv_path, line=line))
+    first_row = next(rows, None)
+    header = first_row[2] if first_row is not None else []
+    if first_row is not None and first_row[0] in decoded.bad_lines:
+        raise decoded.bad_lines[first_row[0]]
+    missing = [c for c in COVR_COLUMNS if c not in header]
+    if missing:
+        raise BenchmarkFormatError(f"missing column(s) {missing} (header: {header})", file=csv_path, line=1, field=missing[0])
+    for row_number, (line, last, fields) in enumerate(rows):
+        try:
+            bad = next((n for n in range(line, last + 1) if n in decoded.bad_lines), None)
+            if bad is not None:
+                raise decoded.bad_lines[bad]
+            record = dict(zip(header, fields))
+            values = {}
+            for column in ("pth1", "pth2", "edit"):
+                value = (record.get(column) or "").strip()
+                if not value:
+                    raise BenchmarkFormatError("empty value", file=csv_path, line=line, row=row_number, field=column)
+                if "\x00" in value:
+                    raise BenchmarkFormatError(NUL_REASON, file=csv_path, line=line, row=row_number, field=column)
+                values[column] = value
+            pth1, pth2 = values["pth1"], values["pth2"]
+            edit = pre_caption(values["edit"], max_words) if format_text else values["edit"]
+            if not edit:
+                raise BenchmarkFormatError("edit text is empty after pre_caption", file=csv_path, line=line, row=row_number, field="edit")
+            source_frames = frames_of(pth1, line=line, row=row_number, field="pth1")
+            query_image = source_frames[len(source_frames) // 2]
+            check_image(query_image, image_root=frames_root, mode=check_images, file=csv_path, line=line, row=row_number, field="pth1")
+            item = gallery.get(pth2)
+            if item is None:
+                target_frames = frames_of(pth2, line=line, row=row_number, field="pth2")
+                image = target_frames[len(target_frames) // 2]
+                check_image(image, image_root=frames_root, mode=check_images, file=csv_path, line=line, row=row_number, field="pth2")
+                item = {"id": pth2, "text": None, "image": image, "modality": "image"}
+                if target == "scores":
+                    item.update(_pooled_frames(record.get("scores"), target_frames, frames_root, check_images,
+                                               file=csv_path, line=line, row=row_number))
+        except BenchmarkFormatError as err:
+            skips.handle(err)
+            continue
+        gallery.setdefault(pth2, item)
+        qid = str(row_number)
+        sources[qid] = pth1
+        query_rows.append({"id": qid, "text": edit, "image": query_image, "modality": "image,text", "_target": pth2})
 
+    require_rows(len(query_rows), what="rows", file=csv_path, skips=skips)
     queries: list[dict] = []
     qrels: dict[str, set[str]] = {}
     for row in query_rows:
@@ -292,12 +302,16 @@ def _pooled_frames(raw_scores: Any, frames: list[str], frames_root: str, check_i
         frames = [frames[i] for i in covr_sample_indices(len(frames))]
     for frame in frames:
         check_image(frame, image_root=frames_root, mode=check_images, file=file, line=line, row=row, field="pth2")
+    shown = raw_scores if len(raw_scores or "") <= 80 else f"{raw_scores[:77]}..."
     try:
         scores = ast.literal_eval((raw_scores or "").strip() or "[]")
-    except (ValueError, SyntaxError):
-        raise BenchmarkFormatError(f"cannot parse {raw_scores!r} as a list of numbers", file=file, line=line, row=row, field="scores") from None
-    if not isinstance(scores, (list, tuple)) or not all(isinstance(s, (int, float)) for s in scores):
-        raise BenchmarkFormatError(f"expected a list of numbers, got {raw_scores!r}", file=file, line=line, row=row, field="scores")
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):  # deep nesting: the last two
+        raise BenchmarkFormatError(f"cannot parse {shown!r} as a list of numbers", file=file, line=line, row=row,
+                                   field="scores") from None
+    if not isinstance(scores, (list, tuple)) or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores):
+        raise BenchmarkFormatError(f"expected a list of finite numbers, got {shown!r}", file=file, line=line, row=row,
+                                   field="scores")
     if len(scores) == len(frames) and scores:
         weights = _softmax([float(s) for s in scores])
     else:  # CoVR: no scores, or not one per frame -> equal weights

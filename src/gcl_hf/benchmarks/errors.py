@@ -5,6 +5,11 @@ formats: JSONL, TSV, CSV, qrels) or row (parquet), and the field. With ``errors=
 first one stops loading; with ``errors="skip"`` a :class:`~gcl_hf.errors.SkipReport` drops the record, counts it
 and the loader reports the total (a logger warning, ``task.meta["skipped"]`` and ``task.meta["skip_report"]``),
 so a metric is never computed on silently reduced data.
+
+Text files are read as UTF-8 (a byte-order mark is dropped); a line that is not UTF-8 is one bad record naming its
+byte offset. A file that yields nothing (an empty pool, no qrels judgement, every query skipped, a table with no
+rows), a parquet column of the wrong type or a CSV without a required column is an error whatever ``errors`` says:
+never a task with an empty corpus.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def check_image_file(
     row: int | None = None,
     field: str | None = None,
 ) -> None:
-    """Raise :class:`BenchmarkFormatError` unless ``path`` is an existing file (``decode``: a readable image)."""
+    """Raise :class:`BenchmarkFormatError` unless ``path`` is an existing, non-empty file (``decode``: a readable
+    image)."""
     if decode:
         load_image(path, image_root=image_root, file=file, line=line, row=row, field=field)
         return
@@ -61,6 +62,9 @@ def check_image_file(
     if not os.path.isfile(resolved):
         reason = "is a directory, not an image file" if os.path.isdir(resolved) else "image file not found"
         raise BenchmarkFormatError(f"{reason}: {resolved!r}", file=file, line=line, row=row, field=field)
+    if os.path.getsize(resolved) == 0:  # as cheap as the existence check, and never a decodable image
+        raise BenchmarkFormatError(f"empty image file (0 bytes): {resolved!r}", file=file, line=line, row=row,
+                                   field=field)
 
 
 def load_task_image(task: Any, split: str, index: int) -> Image.Image | None:

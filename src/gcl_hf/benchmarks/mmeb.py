@@ -29,9 +29,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gcl_hf.benchmarks._io import ITEM_FEATURES, rows_dataset, check_image, resolve_root, validate_check_images
+from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, require_rows, resolve_root,
+                                   rows_dataset, validate_check_images)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
@@ -81,6 +83,31 @@ def _modality(text: str, image: str | None) -> str | None:
     return "text" if text else None
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+
+
+def _is_text_list(kind: pa.DataType) -> bool:
+    return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_text(kind.value_type)
+
+
+#: What each column's Arrow type may be (tgt_text: a list, or "" standing for one empty text per target).
+_TYPES = {
+    "qry_text": (_is_text, "strings"),
+    "qry_img_path": (_is_text, "strings"),
+    "tgt_text": (lambda kind: _is_text_list(kind) or _is_text(kind), "lists of strings"),
+    "tgt_img_path": (_is_text_list, "lists of strings"),
+}
+
+
+def _check_types(schema: pa.Schema, file: Path) -> None:
+    """A column of the wrong type is the file's fault, not each row's: one error, whatever ``errors`` says."""
+    for column, (ok, expected) in _TYPES.items():
+        kind = schema.field(column).type
+        if not ok(kind):
+            raise BenchmarkFormatError(f"column of {kind}, expected {expected}", file=file, field=column)
+
+
 def _load_subset(
     files: list[Path], *, image_root: str, check_images, strip_image_token: bool, skips: SkipReport
 ) -> tuple[Any, Any, dict[str, set[str]], dict[str, list[str]]]:
@@ -98,12 +125,16 @@ def _load_subset(
 
     row_offset = 0  # query ids are row numbers across the subset's shards (stable under errors="skip")
     for file in files:
-        table = pq.read_table(file)
+        try:
+            table = pq.read_table(file)
+        except (pa.ArrowException, OSError) as exc:
+            raise BenchmarkFormatError(f"not a readable parquet file ({exc})", file=file) from None
         missing = [c for c in _COLUMNS if c not in table.column_names]
         if missing:
             raise BenchmarkFormatError(
                 f"missing column(s) {missing} (has {table.column_names})", file=file, field=missing[0]
             )
+        _check_types(table.schema, file)
         records = table.select(list(_COLUMNS)).to_pylist()
         for row_number, record in enumerate(records):
             try:
@@ -113,6 +144,10 @@ def _load_subset(
                     raise BenchmarkFormatError(
                         f"expected a string, got {type(qry_text).__name__}", file=file, row=row_number, field="qry_text"
                     )
+                texts = {"qry_text": qry_text, **{f"tgt_text[{i}]": t for i, t in enumerate(tgt_text or [])}}
+                for field, text in texts.items():
+                    if isinstance(text, str) and "\x00" in text:
+                        raise BenchmarkFormatError(NUL_REASON, file=file, row=row_number, field=field)
                 if qry_img is not None and not isinstance(qry_img, str):
                     raise BenchmarkFormatError(
                         f"expected a string, got {type(qry_img).__name__}", file=file, row=row_number, field="qry_img_path"
@@ -236,6 +271,7 @@ def load_mmeb(
             files, image_root=image_root, check_images=check_images,
             strip_image_token=strip_image_token, skips=skips,
         )
+        require_rows(len(queries), what="rows", file=files[0] if len(files) == 1 else files[0].parent, skips=skips)
         name = f"mmeb_{subset}"
         skips.log(logger, name)
         tasks.append(

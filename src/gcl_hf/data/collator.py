@@ -23,7 +23,7 @@ import torch
 from gcl_hf.data.pairs import DataFormatError
 from gcl_hf.data.images import ImageLoadError, open_image
 
-__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator"]
+__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "text_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,24 @@ def _model_text_limit(model: Any) -> int | None:
         if isinstance(limit, int) and limit > 0:
             return limit
     return None
+
+
+def text_settings(model: Any, processor: Any, max_length: int | None = None,
+                  padding: str | None = None) -> tuple[int, str]:
+    """``(max_length, padding)`` for ``model``'s text tower: the smaller of its ``max_position_embeddings`` and the
+    tokenizer's limit (:data:`DEFAULT_MAX_LENGTH` when neither is known), ``"max_length"`` padding for SigLIP
+    (trained that way; it pools the last position), else ``"longest"``. A ``max_length`` given beyond the tower's
+    positions is refused here rather than failing inside the model's forward."""
+    positions = _model_text_limit(model)
+    if max_length is None:
+        limits = [x for x in (positions, _tokenizer_limit(processor)) if x is not None]
+        max_length = min(limits) if limits else DEFAULT_MAX_LENGTH
+    elif positions is not None and max_length > positions:
+        raise ValueError(f"max_length {max_length} is more than the text tower's {positions} positions "
+                         "(max_position_embeddings)")
+    if padding is None:
+        padding = "max_length" if _is_fixed_length_family(processor, model) else "longest"
+    return max_length, padding
 
 
 @dataclass
@@ -104,7 +122,12 @@ class GCLCollator:
         if self.padding not in ("longest", "max_length"):
             raise ValueError(f"padding must be 'longest', 'max_length' or None, got {self.padding!r}")
         if self.max_length is None:
-            self.max_length = _tokenizer_limit(self.processor) or DEFAULT_MAX_LENGTH
+            self.max_length = _tokenizer_limit(self.processor)
+            if self.max_length is None:
+                self.max_length = DEFAULT_MAX_LENGTH
+                logger.warning("the tokenizer declares no length limit: captions are truncated to %d tokens (CLIP's "
+                               "context); GCLCollator.for_model(model, processor) reads the text tower's own limit",
+                               DEFAULT_MAX_LENGTH)
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"max_length must be an int >= 2, got {self.max_length!r}")
 
@@ -112,11 +135,8 @@ class GCLCollator:
     def for_model(cls, model: Any, processor: Any, **kwargs: Any) -> GCLCollator:
         """A collator whose ``max_length`` fits ``model``'s text tower (a backbone or a
         ``GCLModel``) and whose padding follows its family (``max_length`` for SigLIP)."""
-        if kwargs.get("max_length") is None:
-            limits = [x for x in (_model_text_limit(model), _tokenizer_limit(processor)) if x is not None]
-            kwargs["max_length"] = min(limits) if limits else DEFAULT_MAX_LENGTH
-        if kwargs.get("padding") is None and _is_fixed_length_family(processor, model):
-            kwargs["padding"] = "max_length"
+        kwargs["max_length"], kwargs["padding"] = text_settings(model, processor, kwargs.get("max_length"),
+                                                                kwargs.get("padding"))
         return cls(processor, **kwargs)
 
     def __repr__(self) -> str:
@@ -146,6 +166,9 @@ class GCLCollator:
             raise DataFormatError(where, self.text_column, f"caption must be a string, got {type(text).__name__}")
         if not text.strip():
             raise DataFormatError(where, self.text_column, "empty caption")
+        if "\x00" in text:
+            raise DataFormatError(where, self.text_column,
+                                  "caption contains a NUL character (binary data, or a UTF-16 file read as UTF-8?)")
         image = open_image(record[self.image_column], row=where, column=self.image_column, root=self.image_root)
         return image, text
 

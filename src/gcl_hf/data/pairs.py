@@ -84,7 +84,13 @@ def load_image_text_pairs(
     metadata file); Hub and ``Dataset`` string paths are joined to ``image_root`` only when it
     is given. ``format`` forces one of :data:`FORMATS` instead of detecting it.
 
-    ``check_images``: ``True`` / ``"exists"`` verifies every image file exists upfront,
+    Text files are read as UTF-8 (a byte-order mark is dropped); a JSONL line or CSV row that is not UTF-8
+    or not valid JSON is one bad record (file, line, byte offset); a JSON list that is not UTF-8 is refused
+    whole. The format (LLaVA or plain captions) is told from the records as a whole, so a bad first record
+    is reported as itself. A CSV header without ``image_column`` / ``caption_column``, a source with no
+    records, or one whose every record is skipped, is an error whatever ``errors`` says.
+
+    ``check_images``: ``True`` / ``"exists"`` verifies every image file exists (and is not empty) upfront,
     ``"open"`` also decodes it (slow; threads + progress bar). ``errors="raise"`` raises
     :class:`DataFormatError` (or :class:`~gcl_hf.data.images.ImageLoadError`) on the first bad
     record; ``"skip"`` drops bad records, logs a warning and counts them in the report.
@@ -119,15 +125,37 @@ def load_image_text_pairs(
         if fmt == "imagefolder":
             dataset, report = _from_imagefolder(path, split, opts)
         elif fmt == "parquet":
-            table = datasets.Dataset.from_parquet(path, split=split)
+            table = _read_parquet(path, split)
             root = opts.image_root or os.path.dirname(path)
             dataset, report = _from_dataset(table, opts, label=path, fmt="parquet", default_root=root)
         else:
             dataset, report = _from_file(path, fmt, split, opts)
     report.log_summary()
+    if isinstance(dataset, datasets.Dataset):
+        _require_records(report)
     if streaming and isinstance(dataset, datasets.Dataset):
         dataset = dataset.to_iterable_dataset()
     return (dataset, report) if return_report else dataset
+
+
+def _read_parquet(path: str, split: str) -> datasets.Dataset:
+    import pyarrow as pa
+
+    try:
+        return datasets.Dataset.from_parquet(path, split=split)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, pa.ArrowException) else exc
+        raise DataFormatError(path, None, f"not a readable parquet file ({cause})") from exc
+
+
+def _require_records(report: LoadReport) -> None:
+    """No training data is never what the user meant: an empty source, or one whose every record was skipped."""
+    if report.num_records == 0:
+        raise DataFormatError(report.source or "source", None, "no records (is the file empty?)")
+    if report.num_kept == 0:
+        first = report.examples[0] if report.examples else "?"
+        raise DataFormatError(report.source or "source", None,
+                              f"all {report.num_records} records were skipped (errors='skip'); the first: {first}")
 
 
 def _detect_format(source: Any) -> str:

@@ -10,7 +10,6 @@ LCS-558K's 558k records load in seconds.
 from __future__ import annotations
 
 import bisect
-import csv
 import json
 import os
 from collections.abc import Callable
@@ -22,7 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gcl_hf.data.errors import DataFormatError, DataSourceError, LoadReport
-from gcl_hf.data.validation import _blank, _check_images, _Options, _reject, _validate_dataset, _validate_stream
+from gcl_hf.data.textfiles import MakeError, csv_rows, read_text, split_lines
+from gcl_hf.data.validation import (_blank, _check_images, _has_nul, _Options, _reject, _validate_dataset,
+                                    _validate_stream)
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
@@ -33,16 +34,36 @@ _SPLIT_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval"}
 
 def _from_file(path: str, fmt: str, split: str, opts: _Options) -> tuple[datasets.Dataset, LoadReport]:
     if fmt == "csv" or path.lower().endswith((".csv", ".tsv")):
-        records, locate = _read_csv(path)
+        records, locate, header = _read_csv(path)
+        _require_columns(path, header, [opts.image_column, opts.caption_column])
     else:
         records, locate = _read_json(path)
-    llava = fmt == "llava" or (
-        fmt == "json" and bool(records) and isinstance(records[0], dict)
-        and "conversations" in records[0] and opts.caption_column not in records[0]
-    )
+    llava = fmt == "llava" or (fmt == "json" and _mostly_llava(records, opts.caption_column))
     root = opts.image_root or os.path.dirname(path)
     return _from_records(records, locate, opts, image_key=opts.image_column, llava=llava, root=root,
                          label=path, fmt="llava" if llava else fmt, split=split)
+
+
+def _mostly_llava(records: list[Any], caption_key: str) -> bool:
+    """LLaVA when more records have ``conversations`` (and no caption field) than have the caption field: decided
+    by the records as a whole, so that one bad record (say the first) is reported as itself, not as the format."""
+    llava = plain = 0
+    for record in records:
+        if isinstance(record, dict):
+            if caption_key in record:
+                plain += 1
+            elif "conversations" in record:
+                llava += 1
+    return llava > plain
+
+
+def _require_columns(path: str, header: list[str] | None, columns: list[str]) -> None:
+    """A column missing from a CSV header is the file's fault, not each row's: one error, whatever ``errors``."""
+    if header is None:
+        return
+    for column in columns:
+        if column not in header:
+            raise DataFormatError(f"{path}: line 1", column, f"column not found (header: {header})")
 
 
 def _from_imagefolder(path: str, split: str, opts: _Options) -> tuple[datasets.Dataset, LoadReport]:
@@ -65,8 +86,14 @@ def _from_imagefolder(path: str, split: str, opts: _Options) -> tuple[datasets.D
     records: list[Any] = []
     parts: list[tuple[int, Callable[[int], str]]] = []
     roots: list[str] = []
+    headers: list[tuple[str, list[str]]] = []
     for file in files:
-        recs, locate = _read_csv(file) if file.endswith(".csv") else _read_json(file)
+        if file.endswith(".csv"):
+            recs, locate, header = _read_csv(file)
+            if header is not None:
+                headers.append((file, header))
+        else:
+            recs, locate = _read_json(file)
         parts.append((len(records), locate))
         roots.append(os.path.dirname(file))
         records += recs
@@ -76,9 +103,13 @@ def _from_imagefolder(path: str, split: str, opts: _Options) -> tuple[datasets.D
         k = bisect.bisect_right(starts, i) - 1
         return parts[k][1](i - starts[k])
 
-    image_key = "file_name"
-    if records and isinstance(records[0], dict) and "file_name" not in records[0] and opts.image_column in records[0]:
-        image_key = opts.image_column
+    with_file_name = sum(1 for r in records if isinstance(r, dict) and "file_name" in r)
+    with_image = sum(1 for r in records if isinstance(r, dict) and opts.image_column in r)
+    with_file_name += sum(1 for _, header in headers if "file_name" in header)
+    with_image += sum(1 for _, header in headers if opts.image_column in header)
+    image_key = opts.image_column if with_image > with_file_name else "file_name"
+    for file, header in headers:
+        _require_columns(file, header, [image_key, opts.caption_column])
     root: str | list[str]
     if opts.image_root is not None or len(files) == 1:
         root = opts.image_root or roots[0]
@@ -89,34 +120,53 @@ def _from_imagefolder(path: str, split: str, opts: _Options) -> tuple[datasets.D
                          fmt="imagefolder", split=split)
 
 
+class _Broken:
+    """A line or row that could not be parsed, kept in its place so that record numbers and order stay true."""
+
+    __slots__ = ("offset", "reason")
+
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        self.reason, self.offset = reason, offset
+
+
+def _line_error(path: str) -> MakeError:
+    return lambda reason, line, offset=None: DataFormatError(f"{path}: line {line}", None, reason, offset=offset)
+
+
 def _read_json(path: str) -> tuple[list[Any], Callable[[int], str]]:
-    """Parse a JSON list or a JSONL file once; ``locate(i)`` names record i for error messages."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """Parse a JSON list or a JSONL file once; ``locate(i)`` names record i for error messages. A JSONL line that
+    is not UTF-8 or not JSON becomes a :class:`_Broken` record (reported, or skipped with ``errors="skip"``)."""
+    decoded = read_text(path, _line_error(path))
+    text = decoded.text
     stripped = text.lstrip()
-    if not path.lower().endswith(".jsonl") and stripped.startswith("{"):
+    jsonl = path.lower().endswith(".jsonl")
+    if not jsonl and stripped.startswith("{") and not decoded.bad_lines:
         try:  # a .json file holding one object is a mistake; JSON lines in a .json file are fine
             whole = json.loads(text)
         except json.JSONDecodeError:
             whole = None
         if isinstance(whole, dict):
             raise DataFormatError(path, None, "expected a JSON list of records (or JSON lines), got one object")
-    if path.lower().endswith(".jsonl") or not stripped.startswith("["):
-        lines = text.splitlines()
+    if jsonl or not stripped.startswith("["):
+        lines = split_lines(text)
         numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
-        if not stripped.startswith(("{", "[")) and numbers:
+        if not jsonl and not stripped.startswith(("{", "[")) and numbers and numbers[0] not in decoded.bad_lines:
             raise DataFormatError(f"{path}: line {numbers[0]}", None, "not JSON (expected a list or JSON lines)")
-        try:  # one parser call for the whole file; per-line only to locate a syntax error
-            records = json.loads("[" + ",".join(lines[n - 1] for n in numbers) + "]")
-        except json.JSONDecodeError:
-            for n in numbers:
-                try:
-                    json.loads(lines[n - 1])
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{path}: line {n}", None,
-                                          f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-            raise
+        records = None
+        if not decoded.bad_lines:
+            try:  # one parser call for the whole file; per line only when some line is broken
+                records = json.loads("[" + ",".join(lines[n - 1] for n in numbers) + "]")
+            except json.JSONDecodeError:
+                pass
+        if records is None or len(records) != len(numbers):  # (a line holding two values shifts the rest)
+            truncated = bool(text) and not text.endswith("\n")
+            records = [_json_line(lines[n - 1], decoded.bad_lines.get(n), last=truncated and n == len(lines))
+                       for n in numbers]
         return records, lambda i: f"{path}: line {numbers[i]}"
+    if decoded.bad_lines:
+        line, err = min(decoded.bad_lines.items())
+        raise DataFormatError(f"{path}: line {line}", None, f"{err.reason}; a JSON list cannot skip one record, "
+                              "the whole file must be UTF-8", offset=err.offset)
     try:
         records = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -127,14 +177,43 @@ def _read_json(path: str) -> tuple[list[Any], Callable[[int], str]]:
     return records, lambda i: f"{path}: record {i}"
 
 
-def _read_csv(path: str) -> tuple[list[dict[str, str]], Callable[[int], str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
-        records, lines = [], []
-        for row in reader:
-            records.append(row)
-            lines.append(reader.line_num)
-    return records, lambda i: f"{path}: line {lines[i]}"
+def _json_line(line: str, bad: DataFormatError | None, *, last: bool) -> Any:
+    if bad is not None:
+        return _Broken(bad.reason, bad.offset)
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        hint = "; the line has no newline at the end: the file looks truncated" if last else ""
+        return _Broken(f"invalid JSON: {exc.msg} (column {exc.colno}){hint}")
+
+
+def _read_csv(path: str) -> tuple[list[Any], Callable[[int], str], list[str] | None]:
+    """The rows of a CSV (TSV) file as dicts keyed by its header (``None`` for an empty file); a row that is not
+    UTF-8 becomes a :class:`_Broken` record. ``locate(i)`` names the first line of row i."""
+    make_error = _line_error(path)
+    decoded = read_text(path, make_error)
+    rows = csv_rows(decoded.text, "\t" if path.lower().endswith(".tsv") else ",", make_error)
+    first_row = next(rows, None)
+    if first_row is None:
+        return [], lambda i: path, None
+    first, last, header = first_row
+    for number in range(first, last + 1):
+        if number in decoded.bad_lines:
+            raise decoded.bad_lines[number]  # no header, no rows
+    records: list[Any] = []
+    lines: list[int] = []
+    for first, last, values in rows:
+        bad = next((n for n in range(first, last + 1) if n in decoded.bad_lines), None)
+        if bad is None:
+            records.append(dict(zip(header, values)))
+        else:
+            where = "" if bad == first else f"line {bad}: "
+            records.append(_Broken(where + decoded.bad_lines[bad].reason, decoded.bad_lines[bad].offset))
+        lines.append(first)
+    return records, lambda i: f"{path}: line {lines[i]}", header
+
+
+_NUL_HINT = " (binary data, or a UTF-16 file read as UTF-8?)"
 
 
 def _type_name(value: Any) -> str:
@@ -143,6 +222,8 @@ def _type_name(value: Any) -> str:
 
 def _diagnose(record: Any, *, image_key: str, caption_key: str, llava: bool, turn: int) -> tuple[str | None, str]:
     """Why record failed: ``(field, reason)``. Only called for records the fast path flagged."""
+    if isinstance(record, _Broken):
+        return None, record.reason
     if not isinstance(record, dict):
         return None, f"expected a JSON object, got {_type_name(record)}"
     if image_key not in record:
@@ -152,6 +233,8 @@ def _diagnose(record: Any, *, image_key: str, caption_key: str, llava: bool, tur
         return image_key, f"image path must be a string, got {_type_name(image)}"
     if not image.strip():
         return image_key, "empty image path"
+    if "\x00" in image:
+        return image_key, f"image path contains a NUL character{_NUL_HINT}"
     if llava:
         if "conversations" not in record:
             return "conversations", "missing (LLaVA records need 'conversations')"
@@ -174,6 +257,8 @@ def _diagnose(record: Any, *, image_key: str, caption_key: str, llava: bool, tur
         return caption_key, f"caption must be a string, got {_type_name(caption)}"
     if not caption.replace(IMAGE_TOKEN, "").strip() if llava else not caption.strip():
         return caption_key, "empty caption"
+    if "\x00" in caption:
+        return caption_key, f"caption contains a NUL character{_NUL_HINT}"
     return None, "unknown problem"  # pragma: no cover - the fast path and this check agree
 
 
@@ -216,7 +301,7 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Optio
     del images, captions
     if llava:
         text_array = pc.utf8_trim_whitespace(pc.replace_substring(text_array, IMAGE_TOKEN, ""))
-    bad = _blank(image_array) | _blank(text_array)
+    bad = _blank(image_array) | _blank(text_array) | _has_nul(image_array) | _has_nul(text_array)
 
     def where(i: int) -> str:
         record_id = _get(records[i], "id")
@@ -224,7 +309,8 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Optio
 
     for i in np.flatnonzero(bad):
         field_name, reason = _diagnose(records[i], image_key=image_key, caption_key=caption_key, llava=llava, turn=turn)
-        _reject(report, opts.errors, int(i), where(int(i)), field_name, reason)
+        _reject(report, opts.errors, int(i), where(int(i)), field_name, reason,
+                offset=getattr(records[i], "offset", None))
 
     image_array = _join_root(image_array, root)
     columns = {"image": image_array, "text": text_array}
@@ -282,6 +368,9 @@ def _from_dataset(dataset: datasets.Dataset | datasets.IterableDataset, opts: _O
         if not (isinstance(text_feature, datasets.Value) and text_feature.dtype in ("string", "large_string")):
             raise DataFormatError(label, opts.caption_column, f"captions must be strings, the column is {text_feature}")
         image_feature = features["image"]
+        if isinstance(image_feature, datasets.Value) and image_feature.dtype not in _IMAGE_DTYPES:
+            raise DataFormatError(label, opts.image_column,
+                                  f"images must be paths, bytes or datasets.Image, the column is {image_feature}")
         if isinstance(image_feature, datasets.Image) and image_feature.decode:
             dataset = dataset.cast_column("image", datasets.Image(decode=False))
         if "id" in features and features["id"] != datasets.Value("string"):
@@ -294,6 +383,9 @@ def _from_dataset(dataset: datasets.Dataset | datasets.IterableDataset, opts: _O
         return _validate_stream(dataset, opts, label, report), report
     report.num_records = len(dataset)
     return _validate_dataset(dataset, opts, label, report), report
+
+
+_IMAGE_DTYPES = ("string", "large_string", "binary", "large_binary")
 
 
 def _map_image_paths(dataset: datasets.Dataset | datasets.IterableDataset, root: str):

@@ -44,13 +44,23 @@ def _blank(array: pa.Array) -> np.ndarray:
     return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
 
 
+def _has_nul(array: pa.Array) -> np.ndarray:
+    """Boolean mask: strings holding a NUL character (binary data, or a UTF-16 file read as UTF-8)."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return np.zeros(len(array), dtype=bool)
+    return pc.fill_null(pc.match_substring(array, "\x00"), False).to_numpy(zero_copy_only=False)
+
+
+_NUL_REASON = "contains a NUL character (binary data, or a UTF-16 file read as UTF-8?)"
+
+
 def _reject(report: LoadReport, errors: str, index: int, location: str, field_name: str | None, reason: str,
-            path: str | None = None) -> None:
+            path: str | None = None, offset: int | None = None) -> None:
     """Raise for ``errors="raise"`` (an ImageLoadError when ``path`` names an image), else count in ``report``."""
     if path is not None:
         err: DataFormatError | ImageLoadError = ImageLoadError(reason, row=location, column=field_name, path=path)
     else:
-        err = DataFormatError(location, field_name, reason)
+        err = DataFormatError(location, field_name, reason, offset=offset)
     if errors == "raise":
         raise err
     report.errors = "skip"
@@ -79,7 +89,9 @@ def _image_problem(ref: Any, mode: str) -> str | None:
     if isinstance(ref, (bytes, bytearray)):
         return None if ref else "empty image bytes"
     if isinstance(ref, (str, os.PathLike)):
-        return None if os.path.isfile(ref) else "file not found"
+        if not os.path.isfile(ref):
+            return "file not found"
+        return None if os.path.getsize(ref) else "empty file (0 bytes)"
     return None  # arrays / PIL images are already in memory
 
 
@@ -127,10 +139,14 @@ def _row_problem(row: dict[str, Any], column: str, caption_column: str) -> tuple
     text = row["text"]
     if text is None or not str(text).strip():
         return caption_column, "empty caption"
+    if "\x00" in str(text):
+        return caption_column, f"caption {_NUL_REASON}"
     image = row["image"]
     if image is None or (isinstance(image, str) and not image.strip()) or (
             isinstance(image, dict) and not image.get("bytes") and not image.get("path")):
         return column, "missing image"
+    if isinstance(image, str) and "\x00" in image:
+        return column, f"image path {_NUL_REASON}"
     return None
 
 
@@ -141,13 +157,21 @@ def _validate_dataset(dataset: datasets.Dataset, opts: _Options, label: str, rep
     arrow = dataset.with_format("arrow")
     for start in range(0, len(dataset), batch_size):
         table = arrow[start:start + batch_size]
-        blank_text = _blank(table.column("text").combine_chunks())
+        text = table.column("text").combine_chunks()
+        blank_text, nul_text = _blank(text), _has_nul(text)
         no_image = _image_missing(table.column("image"))
-        for i in np.flatnonzero(blank_text | no_image):
-            field_name, reason = ((opts.caption_column, "empty caption") if blank_text[i]
-                                  else (opts.image_column, "missing image"))
-            reasons[start + int(i)] = (field_name, reason)
-        bad[start:start + len(table)] = blank_text | no_image
+        image = table.column("image").combine_chunks()
+        nul_image = _has_nul(image)
+        for i in np.flatnonzero(blank_text | nul_text | no_image | nul_image):
+            if blank_text[i]:
+                reasons[start + int(i)] = (opts.caption_column, "empty caption")
+            elif nul_text[i]:
+                reasons[start + int(i)] = (opts.caption_column, f"caption {_NUL_REASON}")
+            elif no_image[i]:
+                reasons[start + int(i)] = (opts.image_column, "missing image")
+            else:
+                reasons[start + int(i)] = (opts.image_column, f"image path {_NUL_REASON}")
+        bad[start:start + len(table)] = blank_text | nul_text | no_image | nul_image
     for i, (field_name, reason) in reasons.items():
         _reject(report, opts.errors, i, f"{label} row {i}", field_name, reason)
     if opts.check:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from gcl_hf.data.collator import text_settings
 from gcl_hf.data.images import ImageLoadError, open_image
 from gcl_hf.errors import RecordError
 
@@ -59,7 +60,8 @@ class _Batches(Dataset):
     """Item ``b`` = batch ``b`` fully preprocessed: ``(modality, row indices, processor output)``."""
 
     def __init__(self, dataset: datasets.Dataset, batches: list[tuple[str, np.ndarray]], processor: Any,
-                 image_root: str | None, processor_kwargs: dict[str, Any], row_numbers: np.ndarray):
+                 image_root: str | None, processor_kwargs: dict[str, Any], row_numbers: np.ndarray,
+                 text_kwargs: dict[str, Any] | None = None):
         self.row_numbers = row_numbers  # the original dataset's row of each local row, for messages
         self.columns = [c for c in ("id", "text", "image", "frames", "frame_weights") if c in dataset.column_names]
         self.dataset = dataset.select_columns(self.columns)
@@ -67,6 +69,7 @@ class _Batches(Dataset):
         self.processor = processor
         self.image_root = image_root
         self.processor_kwargs = processor_kwargs
+        self.text_kwargs = text_kwargs or {"truncation": True, "padding": True}
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -84,7 +87,7 @@ class _Batches(Dataset):
                 if not isinstance(text, str):
                     raise EncodingError(f"a {modality!r} item needs a text, got {text!r}",
                                         row=f"row {int(row)} (id {rid!r})", field="text")
-            kwargs.update(text=list(texts), padding=True, truncation=True)
+            kwargs.update(text=list(texts), **self.text_kwargs)
         if "image" in modality:
             sources = records.get("image") or [None] * len(rows)
             frames = records.get("frames") if modality == "image" else None
@@ -155,10 +158,19 @@ def encode_dataset(
     ``encode_image``/``encode_text``/``encode_fused`` (a :class:`~gcl_hf.GCLModel`) and is used on
     ``device`` (default: where its parameters are; given, the model is moved there). ``num_workers``
     DataLoader workers decode images and run ``processor``; ``processor_kwargs`` are added to each
-    processor call (e.g. ``{"max_length": 77}``). Errors name the row, its id and the field.
+    processor call. Texts are truncated to the text tower's positions (or the tokenizer's limit when smaller;
+    ``processor_kwargs["max_length"]`` overrides, up to the positions) and padded as the training collator pads
+    them (``max_length`` for SigLIP, whose last-position pooling needs it; ``processor_kwargs["padding"]``
+    overrides). Errors name the row, its id and the field.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    processor_kwargs = dict(processor_kwargs or {})
+    # texts as the training collator makes them: cut at the text tower's positions (not only at the tokenizer's
+    # limit, which may be unset), and padded to max_length for SigLIP, whose last-position pooling needs it
+    max_length, padding = text_settings(model, processor, processor_kwargs.pop("max_length", None),
+                                        processor_kwargs.pop("padding", None))
+    text_kwargs = {"truncation": True, "max_length": max_length, "padding": padding}
     if device is not None:
         model.to(device)
     device, dtype = _model_device_dtype(model)
@@ -169,7 +181,7 @@ def encode_dataset(
         (modality, idx[s:s + batch_size]) for modality, idx in groups.items() for s in range(0, len(idx), batch_size)
     ]
     loader = DataLoader(
-        _Batches(subset, batches, processor, image_root, dict(processor_kwargs or {}), all_rows),
+        _Batches(subset, batches, processor, image_root, processor_kwargs, all_rows, text_kwargs),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

@@ -10,7 +10,7 @@ import datasets as hfds
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gcl_hf.benchmarks._io import ITEM_FEATURES, resolve_root, validate_check_images
+from gcl_hf.benchmarks._io import ITEM_FEATURES, require_rows, resolve_root, validate_check_images
 from gcl_hf.benchmarks.errors import BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.mbeir.annotations import load_instructions, load_qrels
 from gcl_hf.benchmarks.mbeir.files import MBEIR_REPO, MBEIR_TASK_MODALITIES, _hub_patterns, _local_pool_candidates, discover_mbeir_tasks, mbeir_recall_k
@@ -120,6 +120,7 @@ def load_mbeir(
             global_path, image_root=image_root, check_images=check_images, format_text=format_text,
             skips=global_skips, cache_dir=cache_dir,
         )
+        require_rows(len(global_corpus), what="candidates", file=global_path, skips=global_skips)
 
     views: dict[int, hfds.Dataset] = {}
 
@@ -146,11 +147,13 @@ def load_mbeir(
                 corpus_path, image_root=image_root, check_images=check_images, format_text=format_text,
                 skips=skips, cache_dir=cache_dir,
             )
+            require_rows(len(corpus), what="candidates", file=corpus_path, skips=skips)
         queries = _load_queries(
             files, qrels, corpus, image_root=image_root, check_images=check_images, format_text=format_text,
             instructions=instruction_table, instruction_mode=instruction_mode or "random",
             seed=instruction_seed, skips=skips,
         )
+        require_rows(len(queries), what="queries", file=files.queries, skips=skips)
         query_ids = set(queries["id"])
         qrels = {qid: dids for qid, dids in qrels.items() if qid in query_ids}
         present = _qrels_in_corpus(corpus, qrels)
