@@ -115,14 +115,13 @@ def known_errors() -> tuple[type[BaseException], ...]:
     unreachable or a repo/revision that does not exist. Anything else is a bug and keeps its traceback."""
     from huggingface_hub import errors as hub_errors
 
-    from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError
-    from gcl_hf.data.images import ImageLoadError
-    from gcl_hf.data.pairs import DataFormatError, DataSourceError
-    from gcl_hf.retrieval.encoding import EncodingError
+    from gcl_hf.errors import RecordError
+    from gcl_hf.modeling.loading import UnsafeWeightsError
 
-    return (CLIError, OSError, BenchmarkFormatError, BenchmarkNotFoundError, DataFormatError, DataSourceError,
-            ImageLoadError, EncodingError, hub_errors.HFValidationError, hub_errors.OfflineModeIsEnabled,
-            hub_errors.HfHubHTTPError)
+    # RecordError: every bad-record family (training data, benchmarks, images, encoding, caches); OSError: missing
+    # files and sources, unsafe weights, an unreachable Hub
+    return (CLIError, OSError, RecordError, UnsafeWeightsError, hub_errors.HFValidationError,
+            hub_errors.OfflineModeIsEnabled, hub_errors.HfHubHTTPError)
 
 
 def load_model(name: str, *, revision: str | None = None, device: str | None = None) -> Any:

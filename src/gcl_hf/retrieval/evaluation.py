@@ -38,6 +38,9 @@ Embeddings = torch.Tensor | np.ndarray | CorpusEmbeddings
 
 
 def _check_task(task: Any) -> None:
+    if len(task.corpus) == 0 or len(task.queries) == 0:  # a metric over nothing is not a metric
+        which = "corpus" if len(task.corpus) == 0 else "queries"
+        raise ValueError(f"task {task.name!r}: empty {which}; nothing to score")
     if task.metric not in _RECALL + _PRECISION:
         raise ValueError(f"task {task.name!r}: unknown metric {task.metric!r}; expected 'recall' or 'precision_at_1'")
     ids = task.queries["id"]
