@@ -7,7 +7,9 @@ What it adds to `Trainer` (paired with `GCLTrainingArguments`, as trl pairs its 
 - LoRA through peft (``peft_config=LoraConfig(...)`` or the ``lora_*`` argument shortcuts), the temperature
   trainable or frozen (``train_logit_scale``), towers frozen on request;
 - the gradient cache (``gradient_cache_chunk_size``, see `gcl_hf.training.grad_cache`), including under DDP;
-- a NaN guard: a non-finite loss raises `NonFiniteLossError` naming the step and the pairs, before any update;
+- a NaN guard: a non-finite loss raises `NonFiniteLossError` naming the step and the pairs, a non-finite gradient
+  (with a finite loss) `NonFiniteGradientError` naming the parameters, both before the optimizer step, on every
+  process at once, with the ids of the batch's records (see `gcl_hf.training.guard`);
 - retrieval evaluation: ``eval_tasks=[RetrievalTask, ...]`` makes ``evaluate()`` report
   ``eval_<task>_recall@5`` etc. (through `gcl_hf.retrieval.evaluation.evaluate_retrieval`).
 
@@ -28,16 +30,17 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
-from gcl_hf.data.records import SKIPPED_KEY, SkipCountingCollator, with_row_index
+from gcl_hf.data.records import SKIPPED_KEY, with_row_index
 from gcl_hf.hub.adapter import load_adapter, save_adapter
 from gcl_hf.losses import distributed as _dist
 from gcl_hf.modeling.model import GCLModel
 from gcl_hf.modeling.towers import freeze_towers
 from gcl_hf.training.arguments import GCLTrainingArguments
 from gcl_hf.training.grad_cache import cached_gradient_step
-from gcl_hf.training.guard import NonFiniteLossError, check_finite_loss
+from gcl_hf.training.guard import NonFiniteGradientError, NonFiniteGuard, NonFiniteLossError, RecordIdCollator
 
-__all__ = ["GCLTrainer", "NonFiniteLossError", "freeze_towers", "load_adapter", "save_adapter"]
+__all__ = ["GCLTrainer", "NonFiniteGradientError", "NonFiniteLossError", "freeze_towers", "load_adapter",
+           "save_adapter"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ class GCLTrainer(Trainer):
             if processing_class is None:
                 raise ValueError("GCLTrainer needs processing_class (the backbone's processor) or a data_collator")
             data_collator = self._default_collator(model, processing_class, args)
-        data_collator = SkipCountingCollator(data_collator)
+        data_collator = RecordIdCollator(data_collator)
         train_dataset = with_row_index(train_dataset)
         eval_dataset = with_row_index(eval_dataset)
         self._skipped = {"train": 0, "eval": 0}
@@ -110,6 +113,7 @@ class GCLTrainer(Trainer):
         self._pair_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._pair_counts: dict[str, int] = {"train": 0, "eval": 0}
         self._in_evaluate = False
+        self._nan_guard = NonFiniteGuard(enabled=args.nan_guard)
 
         # Trainer refuses an eval strategy without an eval_dataset; retrieval tasks are evaluation data too.
         restore_strategy = None
@@ -140,6 +144,8 @@ class GCLTrainer(Trainer):
                 "without GPUs pass --use_cpu (or set ACCELERATE_USE_CPU=1) so that they form one gloo group"
             )
         self._check_gradient_cache_support()
+        self._nan_guard.skip_gradients = getattr(self.accelerator, "scaler", None) is not None
+        self.add_callback(self._nan_guard)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -215,6 +221,7 @@ class GCLTrainer(Trainer):
         """The GCL loss of the batch; records per-pair losses and applies the NaN guard in training."""
         mode = "train" if model.training else "eval"
         self._skipped[mode] += int(inputs.pop(SKIPPED_KEY, 0) or 0)
+        self._nan_guard.take_record_ids(inputs, train=mode == "train")
         outputs = model(**inputs, return_loss=True)
         loss = outputs.loss
         if mode == "train":
@@ -234,6 +241,7 @@ class GCLTrainer(Trainer):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         self._skipped["train"] += int(inputs.pop(SKIPPED_KEY, 0) or 0)
+        self._nan_guard.take_record_ids(inputs, train=True)
         # Inside Trainer's own no_sync (accumulation micro-batches) DDP already skips the all-reduce.
         no_sync = model.no_sync if getattr(model, "require_backward_grad_sync", False) else None
         steps = self.current_gradient_accumulation_steps
@@ -266,8 +274,17 @@ class GCLTrainer(Trainer):
 
     # ------------------------------------------------------------------ NaN guard
     def _guard(self, loss: torch.Tensor, pair_losses: dict[str, torch.Tensor]) -> None:
-        if self.args.nan_guard:
-            check_finite_loss(loss, pair_losses, step=self.state.global_step + 1, epoch=self.state.epoch)
+        self._nan_guard.check_loss(loss, pair_losses, self.state)
+
+    # Trainer computes the gradient norm with `clip_grad_norm_`, which would spread one NaN to every parameter:
+    # the gradient guard runs first (see `NonFiniteGuard`).
+    def _clip_grad_norm(self, model: nn.Module) -> Any:
+        self._nan_guard.check_gradients(self.model, self.state, self.args.device)
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
+        self._nan_guard.check_gradients(self.model, self.state, self.args.device)
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     # ------------------------------------------------------------------ per-pair logging
     def _record(self, mode: str, pair_losses: dict[str, torch.Tensor]) -> None:
@@ -370,3 +387,4 @@ class GCLTrainer(Trainer):
         if _dist.is_distributed():
             torch.distributed.barrier()
         return directory
+
