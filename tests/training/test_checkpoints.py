@@ -175,3 +175,38 @@ def test_hub_token_is_never_written_nor_shown(tmp_path, caplog):
     assert not leaks, f"the Hub token was written into {leaks}"
     saved = torch.load(out / "training_args.bin", weights_only=False)
     assert saved.hub_token is None and saved.learning_rate == trainer.args.learning_rate
+
+
+def test_cli_resumes_from_the_last_complete_checkpoint_and_writes_no_token(tmp_path, caplog, capsys):
+    """`gcl-hf train --resume_from_checkpoint last` (a string, as every command-line value is), with --hub_token."""
+    import numpy as np
+    from PIL import Image
+
+    from gcl_hf.cli.train import main
+
+    model_dir = tmp_path / "tiny-clip"
+    tiny_clip().save_pretrained(model_dir)
+    tiny_processor().save_pretrained(model_dir)
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        records.append({"image": f"{i}.png", "conversations": [{"from": "human", "value": "<image>"},
+                                                               {"from": "gpt", "value": f"thing number {i}"}]})
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "out"
+    flags = ["--model_name_or_path", str(model_dir), "--train_data", str(data), "--image_root",
+             str(tmp_path / "images"), "--output_dir", str(out), "--per_device_train_batch_size", "4", "--max_steps",
+             "4", "--save_steps", "2", "--use_cpu", "--report_to", "none", "--logging_steps", "1",
+             "--dataloader_num_workers", "0", "--hub_token", TOKEN, "--save_backbone", "false"]
+    caplog.set_level(logging.INFO)
+    assert main(flags) == 0
+    _drop_optimizer(out / "checkpoint-4")  # as if killed while saving it
+    assert main(flags + ["--resume_from_checkpoint", "last"]) == 0
+    assert f"resuming from {out / 'checkpoint-2'}" in caplog.text and "not resuming from" in caplog.text
+    printed = "".join(capsys.readouterr())
+    assert TOKEN not in printed and TOKEN not in caplog.text
+    leaks = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert not leaks, f"the Hub token was written into {leaks}"
