@@ -87,7 +87,7 @@ def test_nan_gradient_in_the_gradient_cache_re_embedding_pass_stops_before_the_u
     error, message = info.value, str(info.value)
     assert error.step == 2 and "training step 2" in message
     # the NaN enters at the vision projection's output: that layer and everything below it in the vision tower
-    assert "backbone.visual_projection.weight" in error.parameters and error.parameters[0] in message
+    assert error.parameters[0] == "backbone.visual_projection.weight" and error.parameters[0] in message
     assert all(name.startswith(("backbone.vision_model.", "backbone.visual_projection.")) for name in error.parameters)
     assert f"{len(error.parameters)} of " in message
     assert "loss was finite" in message and "before this update" in message

@@ -51,7 +51,8 @@ class NonFiniteLossError(NonFiniteTrainingError):
 
 class NonFiniteGradientError(NonFiniteTrainingError):
     """A gradient became NaN or infinite while the loss was finite; ``parameters`` names this process's
-    parameters whose gradient is not finite (empty when only another process's are)."""
+    parameters whose gradient is not finite, last-registered (nearest the output) first, or is empty when only
+    another process's are."""
 
     def __init__(self, message: str, *, step: int, parameters: list[str], record_ids: Sequence[Any] = ()):
         super().__init__(message, step=step, record_ids=record_ids)
@@ -162,13 +163,15 @@ def check_finite_gradients(
     local_bad = not bool(finite.all())
     if not _any_process(local_bad, torch.device(device)):
         return
-    flagged = [n for n, ok in zip(names, finite.tolist()) if not ok]
+    # last registered first: a NaN flows from where it entered down to the inputs, so the parameter nearest the
+    # output among the flagged ones is usually where it came from
+    flagged = [n for n, ok in zip(names, finite.tolist()) if not ok][::-1]
     when, batch = _context(step, epoch, record_ids)
     if flagged:
         bad = set(flagged)
         kinds = {n: "nan" if torch.isnan(g).any() else "inf" for n, g in zip(names, grads) if n in bad}
         more = f" and {len(flagged) - _SHOWN_PARAMETERS} more" if len(flagged) > _SHOWN_PARAMETERS else ""
-        shown = (f"{len(flagged)} of {len(names)} parameters have a NaN/inf gradient: "
+        shown = (f"{len(flagged)} of {len(names)} parameters have a NaN/inf gradient (nearest the output first): "
                  + ", ".join(f"{n} ({kinds[n]})" for n in flagged[:_SHOWN_PARAMETERS]) + more)
     else:
         shown = "a gradient on another process is not finite (this process's gradients are finite)"
