@@ -25,11 +25,14 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from gcl_hf.modeling.loading import PICKLE_SUFFIXES, UnsafeWeightsError
 
-__all__ = ["JIT_SENTINEL", "MARKER", "checkpoint_problem", "check_checkpoint_weights", "last_complete_checkpoint",
-           "mark_complete", "resolve_resume"]
+__all__ = ["JIT_SENTINEL", "MARKER", "CompleteCheckpointsMixin", "checkpoint_problem", "check_checkpoint_weights",
+           "last_complete_checkpoint", "mark_complete", "resolve_resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ MARKER = "gcl_checkpoint.json"
 JIT_SENTINEL = "checkpoint-is-incomplete.txt"
 #: ``resume_from_checkpoint`` strings that mean "the last complete checkpoint" (when no such directory exists).
 _LAST = ("last", "true")
-_PREFIX = "checkpoint-"
+_PREFIX = f"{PREFIX_CHECKPOINT_DIR}-"
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
 
@@ -155,3 +158,39 @@ def check_checkpoint_weights(directory: str | os.PathLike, *, allow_pickle: bool
             f"{directory}: model weights only as pickle ({', '.join(pickles)}), which can run code when loaded; "
             "convert them to safetensors, or set allow_pickle=True (--allow_pickle) if you trust this checkpoint"
         )
+
+
+class CompleteCheckpointsMixin:
+    """`Trainer` overrides (mixed in before `Trainer`) that mark complete checkpoints and resume only from those.
+
+    ``resumed_from`` is the checkpoint the last `train` call resumed from (``None`` for a fresh start);
+    ``args.allow_pickle`` allows pickle model weights on resume.
+    """
+
+    resumed_from: str | None = None
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`, resuming only from a complete checkpoint: ``True`` or ``"last"`` picks the newest
+        complete one of ``output_dir`` (skipping half-written ones with a warning), a path must be complete;
+        pickle model weights are refused unless ``args.allow_pickle``."""
+        resume = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        if resume is not None:
+            check_checkpoint_weights(resume, allow_pickle=getattr(self.args, "allow_pickle", False))
+        self.resumed_from = resume
+        return super().train(resume, *args, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """`Trainer._save_checkpoint`, then the marker once every process has written its files; the checkpoints
+        ``save_total_limit`` removes are removed only after that."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = self._get_output_dir(trial=trial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            mark_complete(os.path.join(run_dir, f"{_PREFIX}{self.state.global_step}"), self.state.global_step)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)

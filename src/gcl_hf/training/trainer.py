@@ -11,8 +11,8 @@ What it adds to `Trainer` (paired with `GCLTrainingArguments`, as trl pairs its 
   (with a finite loss) `NonFiniteGradientError` naming the parameters, both before the optimizer step, on every
   process at once, with the ids of the batch's records (see `gcl_hf.training.guard`);
 - complete checkpoints only: a marker written once every file of a checkpoint is on disk, and
-  ``train(resume_from_checkpoint=True | "last")`` resumes from the newest complete one (`gcl_hf.training.checkpoints`);
-  model weights are read from safetensors only unless ``allow_pickle``; the Hub token is never written;
+  ``train(resume_from_checkpoint=True | "last")`` resumes from the newest complete one; model weights are read
+  from safetensors only unless ``allow_pickle`` (`gcl_hf.training.checkpoints`); the Hub token is never written;
 - retrieval evaluation: ``eval_tasks=[RetrievalTask, ...]`` makes ``evaluate()`` report
   ``eval_<task>_recall@5`` etc. (through `gcl_hf.retrieval.evaluation.evaluate_retrieval`).
 
@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from gcl_hf.data.records import SKIPPED_KEY, with_row_index
 from gcl_hf.hub.adapter import load_adapter, save_adapter
@@ -40,7 +39,7 @@ from gcl_hf.losses import distributed as _dist
 from gcl_hf.modeling.model import GCLModel
 from gcl_hf.modeling.towers import freeze_towers
 from gcl_hf.training.arguments import GCLTrainingArguments
-from gcl_hf.training.checkpoints import check_checkpoint_weights, mark_complete, resolve_resume
+from gcl_hf.training.checkpoints import CompleteCheckpointsMixin
 from gcl_hf.training.grad_cache import cached_gradient_step
 from gcl_hf.training.guard import NonFiniteGradientError, NonFiniteGuard, NonFiniteLossError, RecordIdCollator
 
@@ -66,7 +65,7 @@ def _as_gcl_args(args: TrainingArguments | None) -> GCLTrainingArguments:
     raise TypeError(f"args must be GCLTrainingArguments, got {type(args).__name__}")
 
 
-class GCLTrainer(Trainer):
+class GCLTrainer(CompleteCheckpointsMixin, Trainer):
     """`Trainer` for `GCLModel` on image–caption pairs (see the module docstring).
 
     Args:
@@ -119,8 +118,6 @@ class GCLTrainer(Trainer):
         self._pair_counts: dict[str, int] = {"train": 0, "eval": 0}
         self._in_evaluate = False
         self._nan_guard = NonFiniteGuard(enabled=args.nan_guard)
-        #: The checkpoint the last `train` call resumed from (None for a fresh start).
-        self.resumed_from: str | None = None
 
         # Trainer refuses an eval strategy without an eval_dataset; retrieval tasks are evaluation data too.
         restore_strategy = None
@@ -216,34 +213,6 @@ class GCLTrainer(Trainer):
         if self.args.n_gpu > 1:
             raise ValueError("gradient_cache_chunk_size does not support DataParallel (n_gpu > 1); launch one "
                              "process per GPU with torchrun or accelerate launch")
-
-    # ------------------------------------------------------------------ checkpoints
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """`Trainer.train`, resuming only from a complete checkpoint: ``True`` or ``"last"`` picks the newest
-        complete one of ``output_dir`` (skipping half-written ones with a warning), a path must be complete
-        (see `gcl_hf.training.checkpoints`); pickle model weights are refused unless ``args.allow_pickle``."""
-        resume = resolve_resume(resume_from_checkpoint, self.args.output_dir)
-        if resume is not None:
-            check_checkpoint_weights(resume, allow_pickle=self.args.allow_pickle)
-        self.resumed_from = resume
-        return super().train(resume, *args, **kwargs)
-
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """`Trainer._save_checkpoint`, then the completion marker once every process has written its files; the
-        checkpoints ``save_total_limit`` removes are removed only after that."""
-        limit = self.args.save_total_limit
-        self.args.save_total_limit = None
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        run_dir = self._get_output_dir(trial=trial)
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            mark_complete(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"),
-                          self.state.global_step)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(
