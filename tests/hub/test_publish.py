@@ -374,14 +374,89 @@ def test_token_never_leaves_the_authorization_header(hub, caplog, capsys, monkey
     assert type(gcl_hub.load("fake-user/secret-full", token=TOKEN)) is GCLModel
 
 
-def test_push_refuses_files_containing_the_token(hub):
+@pytest.mark.parametrize("repo_id", ["fake-user/leaky", "leaky"])
+def test_push_refuses_files_containing_the_token_before_creating_the_repo(hub, repo_id):
     model = GCLModel.from_backbone(BASE)
-    before = set(hub.repos)
+    before, requests = set(hub.repos), len(hub.requests)
     with pytest.raises(RuntimeError, match="README.md: it contains your Hub token") as excinfo:
-        gcl_hub.publish(model, "fake-user/leaky", training_info={"note": f"pushed with {TOKEN}"})
+        gcl_hub.publish(model, repo_id, training_info={"note": f"pushed with {TOKEN}"})
     assert TOKEN not in str(excinfo.value)
-    assert hub.files("fake-user/leaky").keys() == {".gitattributes"}  # repo created, nothing committed
-    assert set(hub.repos) - before == {"fake-user/leaky"}
+    assert set(hub.repos) == before  # nothing created
+    writes = [(r.method, r.path) for r in hub.requests[requests:] if r.method in ("POST", "PUT", "DELETE")]
+    assert not writes, writes
+
+
+def test_push_refuses_a_commit_message_containing_the_token(hub):
+    before = set(hub.repos)
+    with pytest.raises(RuntimeError, match="commit_message"):
+        gcl_hub.publish(GCLModel.from_backbone(BASE), "fake-user/leaky-message", commit_message=f"token {TOKEN}")
+    assert set(hub.repos) == before
+
+
+def test_train_then_push_never_writes_nor_logs_the_token(hub, tmp_path, caplog, capsys, monkeypatch):
+    """A full run: GCLTrainer with hub_token (checkpoints, final save, adapter), then a push of each form with the
+    trainer's arguments as training info. The token may only travel in the Authorization header."""
+    import huggingface_hub.utils.logging as hf_logging
+
+    from gcl_hf.training.arguments import GCLTrainingArguments
+    from gcl_hf.training.trainer import GCLTrainer
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from train_dist_check import dataset
+
+    monkeypatch.setattr(hf_logging._get_library_root_logger(), "propagate", True)
+    caplog.set_level(logging.DEBUG)
+    processor = tiny_processor()
+    out = tmp_path / "run"
+    args = GCLTrainingArguments(output_dir=str(out), hub_token=TOKEN, per_device_train_batch_size=4, max_steps=2,
+                                save_strategy="steps", save_steps=1, logging_steps=1, lora_r=2, report_to=[],
+                                use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=False)
+    trainer = GCLTrainer(GCLModel.from_backbone(BASE), args, train_dataset=dataset(), processing_class=processor)
+    trainer.train()
+    trainer.save_model()
+    trainer.save_state()
+    trainer.save_adapter()
+    print(trainer.args, repr(trainer.args))
+    for form in ("full", "adapter", "backbone"):
+        gcl_hub.publish(trainer.model, f"fake-user/trained-{form}", form=form, processor=processor,
+                        training_info=trainer.args, eval_results=EVAL, private=True)
+        gcl_hub.load(f"fake-user/trained-{form}")
+
+    out_text, err_text = capsys.readouterr()
+    assert TOKEN not in out_text + err_text and TOKEN not in caplog.text
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]  # run dir, checkpoints, adapter, Hub cache
+    assert any(p.name == "training_args.bin" for p in written) and any(p.name == "README.md" for p in written)
+    leaks = [str(p.relative_to(tmp_path)) for p in written if TOKEN.encode() in p.read_bytes()]
+    assert not leaks, f"token written into {leaks}"
+    for repo in hub.repos.values():
+        for commit in repo.commits.values():
+            for path, stored in commit.files.items():
+                assert TOKEN.encode() not in stored.content, f"token written into {repo.repo_id}/{path}"
+    for r in hub.requests:
+        assert TOKEN not in r.path and TOKEN not in json.dumps(r.query), r.path
+        assert TOKEN.encode() not in r.body, r.path
+        assert all(TOKEN not in v for k, v in r.headers.items() if k != "authorization"), r.path
+
+
+def test_adapter_with_pickle_weights_is_refused_unless_allowed(tmp_path):
+    """peft falls back to adapter_model.bin (a pickle) when there is no safetensors file; load_adapter does not."""
+    from safetensors.torch import load_file
+
+    from gcl_hf.hub.adapter import load_adapter, save_adapter
+
+    trained = GCLModel.from_backbone(tiny_clip(seed=0)).apply_lora(LoraConfig(r=2, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for name, param in trained.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.01)
+    directory = save_adapter(trained, tmp_path / "adapter")
+    torch.save(load_file(directory / "adapter_model.safetensors"), directory / "adapter_model.bin")
+    (directory / "adapter_model.safetensors").unlink()
+    with pytest.raises(gcl_hub.UnsafeWeightsError, match=r"adapter_model\.bin.*allow_pickle"):
+        load_adapter(GCLModel.from_backbone(tiny_clip(seed=0)), directory)
+    loaded = load_adapter(GCLModel.from_backbone(tiny_clip(seed=0)), directory, allow_pickle=True).eval()
+    batch = _inputs(tiny_processor())
+    _assert_same(_embeds(trained.eval(), batch), _embeds(loaded, batch))
 
 
 def test_push_cli(hub, tmp_path, capsys):

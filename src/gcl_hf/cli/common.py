@@ -142,7 +142,7 @@ def load_model(name: str, *, revision: str | None = None, device: str | None = N
 def load_processor(model_name: str, model: Any, *, processor: str | None = None, revision: str | None = None,
                    prog: str = "gcl-hf") -> Any:
     """The processor given, else the model's own, else its base model's (named in the backbone config)."""
-    from transformers import AutoProcessor
+    from gcl_hf.modeling.loading import load_processor
 
     candidates = [processor] if processor else [model_name]
     base = getattr(getattr(model.config, "backbone_config", None), "_name_or_path", None)
@@ -151,7 +151,7 @@ def load_processor(model_name: str, model: Any, *, processor: str | None = None,
     errors = []
     for name in candidates:
         try:
-            return AutoProcessor.from_pretrained(name, revision=revision if name == model_name else None)
+            return load_processor(name, revision=revision if name == model_name else None)
         except Exception as exc:  # noqa: BLE001 - report every candidate tried
             errors.append(f"{name}: {one_line(exc)}")
     raise CLIError(f"no processor found for {model_name!r}; pass --processor (tried {'; '.join(errors)})")

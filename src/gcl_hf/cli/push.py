@@ -71,9 +71,9 @@ def _local_processor(model_dir: Path) -> Any | None:
     if not any((model_dir / f).exists() for f in ("processor_config.json", "preprocessor_config.json",
                                                    "tokenizer_config.json")):
         return None
-    from transformers import AutoProcessor
+    from gcl_hf.modeling.loading import load_processor
 
-    return AutoProcessor.from_pretrained(model_dir)
+    return load_processor(model_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

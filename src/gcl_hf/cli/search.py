@@ -59,9 +59,9 @@ def _load_index(args: Any) -> Any:
     if args.model:
         model = load_model(args.model, revision=args.revision, device=args.device)
     if args.processor:
-        from transformers import AutoProcessor
+        from gcl_hf.modeling.loading import load_processor
 
-        processor = AutoProcessor.from_pretrained(args.processor)
+        processor = load_processor(args.processor)
     if args.backend == "faiss":
         try:
             import faiss  # noqa: F401

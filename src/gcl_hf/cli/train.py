@@ -142,8 +142,8 @@ def build_model(model_args: ModelArguments, training_args: Any):
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.revision,
                                         trust_remote_code=False)
     if config.model_type == "gcl":
-        return GCLModel.from_pretrained(model_args.model_name_or_path, **kwargs)
-    backbone = load_backbone(model_args.model_name_or_path, **kwargs)
+        return GCLModel.from_pretrained(model_args.model_name_or_path, allow_pickle=training_args.allow_pickle, **kwargs)
+    backbone = load_backbone(model_args.model_name_or_path, allow_pickle=training_args.allow_pickle, **kwargs)
     return GCLModel.from_backbone(backbone, **training_args.model_overrides())
 
 
@@ -160,15 +160,15 @@ def _load_eval_tasks(data_args: DataArguments) -> list[Any]:
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any) -> dict[str, Any]:
     """Load data and model, train with `GCLTrainer`, save; returns the train metrics and the output paths."""
-    from transformers import AutoProcessor
+    from gcl_hf.modeling.loading import load_processor
 
     from gcl_hf.data.collator import GCLCollator
     from gcl_hf.data.pairs import load_image_text_pairs
     from gcl_hf.modeling.model import is_peft_model
     from gcl_hf.training.trainer import GCLTrainer
 
-    processor = AutoProcessor.from_pretrained(model_args.processor_name_or_path or model_args.model_name_or_path,
-                                              revision=model_args.revision)
+    processor = load_processor(model_args.processor_name_or_path or model_args.model_name_or_path,
+                               revision=model_args.revision)
     # data loading reads the source columns and renames them to "image" / "text"
     with training_args.main_process_first(desc="loading the training pairs"):
         train_dataset = load_image_text_pairs(

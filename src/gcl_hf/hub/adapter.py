@@ -26,6 +26,7 @@ import torch
 
 from gcl_hf.modeling.backbone import is_peft_model
 from gcl_hf.modeling.configuration import LOSS_FIELDS
+from gcl_hf.modeling.loading import UnsafeWeightsError
 from gcl_hf.modeling.model import GCLModel
 
 __all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_WEIGHTS_FILES", "GCL_EXTRA_WEIGHTS_FILE", "GCL_SETTINGS",
@@ -121,11 +122,13 @@ def load_adapter(
     *,
     is_trainable: bool = False,
     name: str | None = None,
+    allow_pickle: bool = False,
 ) -> GCLModel:
     """Attach a `save_adapter` directory to ``model`` (a `GCLModel` over the same base backbone, without LoRA):
     the loss settings of ``gcl_config.json``, the LoRA adapters, then the weights of ``gcl_extra.safetensors``.
     With ``is_trainable`` the adapters and the temperature stay trainable. ``name`` is how errors refer to the
-    adapter (default: the directory). Returns ``model``."""
+    adapter (default: the directory). peft's pickle form ``adapter_model.bin`` (used by peft when there is no
+    safetensors file) raises `UnsafeWeightsError` unless ``allow_pickle=True``. Returns ``model``."""
     from peft import PeftConfig
     from peft.utils import load_peft_weights, set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -136,6 +139,12 @@ def load_adapter(
         raise ValueError("load_adapter: the model already carries LoRA adapters")
     if not (directory / ADAPTER_CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{where}: no {ADAPTER_CONFIG_FILE} (not an adapter directory)")
+    safe, pickled = ((directory / f).is_file() for f in ADAPTER_WEIGHTS_FILES)
+    if pickled and not safe and not allow_pickle:
+        raise UnsafeWeightsError(
+            f"{where}: adapter weights only as {ADAPTER_WEIGHTS_FILES[1]} (a pickle, which can run code when "
+            f"loaded); convert them to {ADAPTER_WEIGHTS_FILES[0]}, or pass allow_pickle=True if you trust them"
+        )
     settings_path = directory / GCL_SETTINGS_FILE
     if settings_path.is_file():
         settings = read_settings(settings_path)

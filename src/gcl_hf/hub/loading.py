@@ -230,7 +230,7 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
     if hub_kwargs and not hub_kwargs["local_files_only"]:
         _remember_revision(base_id, base_revision, hub_kwargs["revision"], cache_dir)
     model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
-    return load_adapter(model, config_path.parent, is_trainable=True, name=where)
+    return load_adapter(model, config_path.parent, is_trainable=True, name=where, allow_pickle=allow_pickle)
 
 
 __all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "load"]

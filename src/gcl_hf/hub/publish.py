@@ -12,7 +12,8 @@ Three forms (``form=``):
 
 Each push is one commit through huggingface_hub (``create_repo`` + ``create_commit``), with a README.md card
 built by :mod:`gcl_hf.hub.card`. Tokens come from huggingface_hub (``hf auth login`` / ``HF_TOKEN``) or the
-``token`` argument; they are never logged, and a push refuses any file that contains the token.
+``token`` argument; they are never logged, and a push refuses any file (or commit message) that contains the
+token before it creates the repo, so a refused push leaves nothing on the Hub.
 Loading reads safetensors only (pickle weights are refused unless ``allow_pickle=True``) and never passes
 ``trust_remote_code``.
 """
@@ -158,10 +159,11 @@ def publish(
     `CommitInfo` (a ``str``: the commit URL; ``.oid`` is the commit sha to pin when loading).
     """
     check_publishable(model, form, base_model)  # fail before touching the Hub
+    secret = _secret(token)
+    _refuse_text_with_token({"commit_message": commit_message, "commit_description": commit_description}, secret)
     api = HfApi(token=token, library_name="gcl-hf", library_version=_version())
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision is not None and revision != "main" and not create_pr:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    if "/" not in repo_id:  # the Hub puts a bare name under the token's owner; the card needs the full id
+        repo_id = f"{api.whoami()['name']}/{repo_id}"
     with tempfile.TemporaryDirectory(prefix="gcl-hf-push-") as tmp:
         folder = save_for_hub(
             model, tmp, repo_id=repo_id, form=form, processor=processor, base_model=base_model,
@@ -169,7 +171,10 @@ def publish(
             license=license, language=language, tags=tuple(tags or ()), template_path=template_path,
             max_shard_size=max_shard_size,
         )
-        _refuse_files_with_token(folder, token)
+        _refuse_files_with_token(folder, secret)  # before the repo exists: a refused push leaves no trace
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision is not None and revision != "main" and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         added = {p.relative_to(folder).as_posix() for p in files}
         existing = api.list_repo_files(repo_id, revision=None if create_pr else revision)
@@ -190,19 +195,27 @@ def publish(
     return commit
 
 
-def _refuse_files_with_token(folder: Path, token: str | bool | None) -> None:
-    secret = token if isinstance(token, str) else (get_token() if token is not False else None)
+def _secret(token: str | bool | None) -> str | None:
+    """The token a push will send (given, or huggingface_hub's own), to keep it out of everything else."""
+    return token if isinstance(token, str) else (get_token() if token is not False else None)
+
+
+def _refuse_text_with_token(texts: dict[str, str | None], secret: str | None) -> None:
+    for name, text in texts.items():
+        if secret and text and secret in text:
+            raise RuntimeError(f"refusing to push: {name} contains your Hub token")
+
+
+def _refuse_files_with_token(folder: Path, secret: str | None) -> None:
     if not secret:
         return
     needle = secret.encode()
-    for path in folder.rglob("*"):
-        if path.is_file() and needle in path.read_bytes():
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and (needle in path.read_bytes() or secret in path.name):
             raise RuntimeError(
                 f"refusing to upload {path.relative_to(folder).as_posix()}: it contains your Hub token "
-                "(check training_info / config values)"
+                "(check training_info / config values); nothing was sent to the Hub"
             )
-
-
 
 
 __all__ = ["check_publishable", "publish", "save_for_hub"]

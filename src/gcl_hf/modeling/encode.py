@@ -107,7 +107,7 @@ def find_processor(model: Any) -> Any:
     attached = getattr(model, "processor", None)
     if attached is not None:
         return attached
-    from transformers import AutoProcessor
+    from gcl_hf.modeling.loading import load_processor
 
     backbone = model._unwrapped_backbone() if hasattr(model, "_unwrapped_backbone") else model
     names = [getattr(model, "name_or_path", None), getattr(backbone, "name_or_path", None),
@@ -115,7 +115,7 @@ def find_processor(model: Any) -> Any:
     tried = []
     for name in dict.fromkeys(str(n) for n in names if n):
         try:
-            processor = AutoProcessor.from_pretrained(name)
+            processor = load_processor(name)
         except Exception as exc:  # noqa: BLE001 - every candidate is reported
             tried.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue

@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PICKLE_SUFFIXES", "UnsafeWeightsError", "load_backbone", "safe_loading_kwargs", "explain_unsafe"]
+__all__ = ["PICKLE_SUFFIXES", "UnsafeWeightsError", "explain_unsafe", "load_backbone", "load_processor",
+           "safe_loading_kwargs"]
 
 #: Weight-file suffixes that are (or may be) Python pickles.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -77,3 +78,12 @@ def load_backbone(
         return AutoModel.from_pretrained(
             name_or_path, revision=revision, **safe_loading_kwargs(kwargs, allow_pickle=allow_pickle)
         )
+
+
+def load_processor(name_or_path: str | os.PathLike, *, revision: str | None = None, **kwargs: Any) -> Any:
+    """``AutoProcessor.from_pretrained`` under the loading policy (never remote code, never a prompt)."""
+    from transformers import AutoProcessor
+
+    if kwargs.pop("trust_remote_code", False):
+        raise ValueError("gcl-hf never loads remote code: trust_remote_code=True is not supported")
+    return AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=False, **kwargs)

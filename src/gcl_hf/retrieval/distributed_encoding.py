@@ -160,13 +160,16 @@ class DistributedEncoding:
 
 
 def _assemble(directory: Path) -> CorpusEmbeddings:
-    """Every shard of a finished cache directory, memory-mapped; an error names the missing ones."""
+    """Every shard of a finished cache directory, memory-mapped and verified; an error names the missing or
+    failing ones and why."""
     embeddings = load_cached(directory)
     missing = embeddings.missing
     if missing:
+        named = [f"{name} ({embeddings.problems[name]})" if name in embeddings.problems else name
+                 for name in missing[:5]]
         raise RuntimeError(
-            f"{directory}: {len(missing)} shard(s) missing or incomplete after every process finished "
-            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); run again to encode just those"
+            f"{directory}: {len(missing)} shard(s) missing or failing verification after every process finished "
+            f"({', '.join(named)}{', ...' if len(missing) > 5 else ''}); run again to encode just those"
         )
     return embeddings
 

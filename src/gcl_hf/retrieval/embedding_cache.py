@@ -1,22 +1,30 @@
-"""On-disk cache of dataset embeddings, keyed by what determines them, resumable shard by shard.
+"""On-disk cache of dataset embeddings, keyed by what determines them, resumable and verified shard by shard.
 
 :func:`encode_corpus` writes ``[N, D]`` float32 embeddings as ``.npy`` shards under
 ``cache_dir/<key>/``, where the key hashes the model weights and config, the processor's
 configuration and the dataset's content (the columns encoding reads: ``id``, ``text``, ``image``,
 ``modality``, ``frames``, ``frame_weights``; image *paths* are hashed, not the image files). A
 second call with the same inputs reads the shards (memory-mapped, so a pool larger than RAM is
-fine); a call interrupted mid-way resumes at the first missing shard. Shards are written to a
-temporary name and renamed, so a crash never leaves a truncated shard behind. Several processes may split the shards (``process_index`` /
-``num_processes``) and a final call in any process assembles them.
+fine); a call interrupted mid-way resumes at the first missing shard. Several processes may split the
+shards (``process_index`` / ``num_processes``) and a final call in any process assembles them.
+
+Every shard ``shard_NNNNN.npy`` has a sidecar ``shard_NNNNN.json`` written after it: the sha256 of the
+shard file, its row range, the ids of its rows (the dataset's ``id`` column, else the row numbers), its shape
+and dtype. Both are written to a temporary name and renamed, so a crash never leaves a truncated file behind.
+A shard is reused only if its sidecar is there, its checksum, rows, ids, shape and dtype match and every value
+is finite; otherwise it is re-encoded with a warning that names it and why (``load_cached`` leaves it out and
+says why in ``problems``). Reading therefore costs one pass over the shard files (far less than encoding).
+Non-finite embeddings are never written: encoding raises an error naming the shard, the row and its id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +32,16 @@ import datasets
 import numpy as np
 import torch
 
-from gcl_hf.retrieval.encoding import encode_dataset
+from gcl_hf.errors import RecordError
+from gcl_hf.retrieval.encoding import EncodingError, encode_dataset
 
-__all__ = ["CorpusEmbeddings", "cache_key", "dataset_fingerprint", "encode_corpus", "load_cached",
-           "model_fingerprint", "processor_fingerprint"]
+__all__ = ["CorpusEmbeddings", "EmbeddingCacheError", "cache_key", "dataset_fingerprint", "encode_corpus",
+           "load_cached", "model_fingerprint", "processor_fingerprint"]
 
-#: Bumped when the cache layout or the encoding semantics change.
-CACHE_VERSION = 1
+logger = logging.getLogger(__name__)
+
+#: Bumped when the cache layout or the encoding semantics change (2: per-shard sidecars with checksums and ids).
+CACHE_VERSION = 3
 _COLUMNS = ("id", "text", "image", "modality", "frames", "frame_weights")
 
 
@@ -38,13 +49,28 @@ def _hasher() -> Any:
     return hashlib.blake2b(digest_size=16)
 
 
+#: config keys that change when a model is saved and loaded back without changing what it computes
+_VOLATILE_CONFIG = frozenset({"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
+                              "_commit_hash", "_attn_implementation_autoset"})
+
+
+def _stable_config(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable_config(v) for k, v in sorted(value.items()) if k not in _VOLATILE_CONFIG}
+    if isinstance(value, (list, tuple)):
+        return [_stable_config(v) for v in value]
+    return value
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of the model's class, config and every parameter/buffer (names, dtypes, shapes, bytes)."""
+    """Hash of what a model computes: its class, its config (less the keys a save/load round trip changes:
+    ``_name_or_path``, ``architectures``, ``dtype``, ...) and every parameter/buffer's name, dtype, shape and
+    bytes. The same weights give the same fingerprint in memory, saved, reloaded or pulled from the Hub."""
     h = _hasher()
     h.update(type(model).__qualname__.encode())
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        h.update(config.to_json_string(use_diff=False).encode())
+    if config is not None and hasattr(config, "to_dict"):
+        h.update(json.dumps(_stable_config(config.to_dict()), sort_keys=True, default=repr).encode())
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
@@ -64,7 +90,10 @@ def processor_fingerprint(processor: Any) -> str:
             continue
         backend = getattr(part, "backend_tokenizer", None)
         if backend is not None:
-            h.update(backend.to_str().encode())
+            # the backend's "truncation"/"padding" sections are per-call state that every processor call rewrites
+            state = json.loads(backend.to_str())
+            h.update(json.dumps({k: v for k, v in state.items() if k not in ("truncation", "padding")},
+                                sort_keys=True).encode())
         for attr in ("model_max_length", "padding_side", "truncation_side"):
             if hasattr(part, attr):
                 h.update(f"{attr}={getattr(part, attr)!r}".encode())
@@ -109,12 +138,17 @@ def cache_key(model: torch.nn.Module, processor: Any, dataset: datasets.Dataset,
     return h.hexdigest()
 
 
+class EmbeddingCacheError(RecordError):
+    """A cache file that cannot be used (unreadable metadata, a shard that does not match its sidecar)."""
+
+
 @dataclass
 class CorpusEmbeddings:
     """Cached embeddings: ``shards`` (read-only memory-mapped ``[n_i, D]`` float32 arrays, in row
     order), where they live, and how many rows this call had to encode (0 when all were cached).
-    ``complete`` is False only for a process of a multi-process run whose peers have not finished:
-    ``shards`` then holds just the shards present so far and ``missing`` names the others."""
+    ``complete`` is False when a shard is absent or failed verification (``missing`` names those shards,
+    ``problems`` says why for each that exists but cannot be used), or for a process of a multi-process run
+    whose peers have not finished: ``shards`` then holds just the shards that passed so far."""
 
     shards: list[np.ndarray]
     directory: Path
@@ -123,6 +157,7 @@ class CorpusEmbeddings:
     encoded_rows: int
     complete: bool = True
     missing: tuple[str, ...] = ()
+    problems: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.num_rows
@@ -137,30 +172,137 @@ class CorpusEmbeddings:
         return torch.from_numpy(self.to_numpy())
 
 
+# ---------------------------------------------------------------------------------------------- shard files
 def _shard_path(directory: Path, n: int) -> Path:
     return directory / f"shard_{n:05d}.npy"
 
 
-def _read_shard(path: Path, rows: int) -> np.ndarray | None:
-    """The shard if it exists and is complete (right row count), else ``None``."""
-    if not path.exists():
-        return None
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
-        return None
-    return array if array.ndim == 2 and array.shape[0] == rows and array.dtype == np.float32 else None
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
 
 
-def _write_shard(path: Path, array: np.ndarray) -> None:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _row_ids(dataset: datasets.Dataset, start: int, stop: int) -> list[Any]:
+    """The ids of rows ``start:stop`` as JSON values (the ``id`` column, else the row numbers)."""
+    if "id" not in dataset.column_names:
+        return list(range(start, stop))
+    ids = dataset.select_columns(["id"]).with_format(None)[start:stop]["id"]
+    return json.loads(json.dumps(ids, default=str))
+
+
+def _first_non_finite(array: np.ndarray, block: int = 8192) -> int | None:
+    """Index of the first row holding a NaN/inf (scanned in blocks, so memory maps stay lazy), else None."""
+    for begin in range(0, len(array), block):
+        finite = np.isfinite(np.asarray(array[begin:begin + block])).all(axis=1)
+        if not finite.all():
+            return begin + int(np.argmin(finite))
+    return None
+
+
+def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
+def _write_shard(path: Path, array: np.ndarray, start: int, ids: list[Any]) -> None:
+    """Write a shard, then its sidecar; refuse non-finite rows (naming the shard, row and id)."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    bad = _first_non_finite(array)
+    if bad is not None:
+        raise EncodingError("embedding is not finite (NaN/inf); nothing written for this shard (check the model "
+                            "weights and this row's input)", source=path, row=f"row {start + bad}, id {ids[bad]!r}")
+    for stale in (_sidecar(path), path):  # a crash between the two writes leaves a shard without sidecar: re-encoded
+        stale.unlink(missing_ok=True)
+    _atomic_write(path, lambda fh: np.save(fh, array))
+    meta = {"version": CACHE_VERSION, "start": start, "stop": start + len(array), "shape": list(array.shape),
+            "dtype": str(array.dtype), "sha256": _sha256(path), "ids": ids}
+    _atomic_write(_sidecar(path), lambda fh: fh.write(json.dumps(meta).encode()))
+
+
+def _verify_shard(path: Path, start: int, stop: int, ids: list[Any] | None) -> tuple[np.ndarray | None, str]:
+    """``(shard, "")`` if the shard at ``path`` may be reused for rows ``start:stop`` (with these ``ids`` when
+    given), else ``(None, why)``; ``why`` is empty when the shard is simply absent."""
+    if not path.exists():
+        return None, ""
+    sidecar = _sidecar(path)
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        shape, dtype, recorded = tuple(meta["shape"]), str(meta["dtype"]), (int(meta["start"]), int(meta["stop"]))
+        digest, held = str(meta["sha256"]), list(meta["ids"])
+    except FileNotFoundError:
+        return None, f"no sidecar {sidecar.name} (written by an interrupted run or an older gcl-hf)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"unreadable sidecar {sidecar.name} ({type(exc).__name__}: {exc})"
+    if recorded != (start, stop):
+        return None, (f"holds rows {recorded[0]}-{recorded[1] - 1}, expected rows {start}-{stop - 1} "
+                      "(shard files moved or swapped)")
+    if len(held) != stop - start or shape[:1] != (stop - start,):
+        return None, f"sidecar lists {len(held)} ids and shape {list(shape)} for {stop - start} rows"
+    if ids is not None and held != ids:
+        i = next(i for i, (a, b) in enumerate(zip(held, ids)) if a != b)
+        return None, f"ids differ from the dataset's: row {start + i} holds id {held[i]!r}, the dataset has {ids[i]!r}"
+    if _sha256(path) != digest:
+        return None, "sha256 checksum mismatch: the file changed after it was written"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({exc})"
+    if array.ndim != 2 or array.shape != shape or str(array.dtype) != dtype or array.dtype != np.float32:
+        return None, f"shape {list(array.shape)} {array.dtype}, expected {list(shape)} float32"
+    bad = _first_non_finite(array)
+    if bad is not None:
+        return None, f"row {start + bad} (id {held[bad]!r}) is not finite (NaN/inf)"
+    return array, ""
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        int(meta["num_rows"]), int(meta["shard_size"])
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EmbeddingCacheError(f"corrupt embedding cache metadata ({type(exc).__name__}: {exc}); "
+                                  "run encode_corpus (or gcl-hf encode) again to rebuild it", source=meta_path) from exc
+    return meta
+
+
+def _prepare_meta(meta_path: Path, num_rows: int, shard_size: int) -> None:
+    """Check (or write) ``meta.json``; a missing or corrupt one is rebuilt, since every shard is verified on its own."""
+    try:
+        old = _read_meta(meta_path)
+    except FileNotFoundError:
+        if any(meta_path.parent.glob("shard_*.npy")):
+            logger.warning("%s is missing but the directory holds shards: rebuilding it (each shard is checked "
+                           "against its own sidecar and the dataset's ids before reuse)", meta_path)
+        old = None
+    except EmbeddingCacheError as exc:
+        logger.warning("%s; rebuilding it (each shard is checked against its own sidecar before reuse)", exc)
+        old = None
+    if old is not None:
+        if int(old["shard_size"]) != shard_size or int(old["num_rows"]) != num_rows:
+            raise ValueError(
+                f"{meta_path}: cache written with shard_size={old['shard_size']} for {old['num_rows']} rows; "
+                f"got shard_size={shard_size} for {num_rows} rows (use the same shard_size or another cache_dir)"
+            )
+        return
+    meta = {"version": CACHE_VERSION, "num_rows": num_rows, "shard_size": shard_size}
+    _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+
+
+# ---------------------------------------------------------------------------------------------- encoding
 def encode_corpus(
     model: Any,
     processor: Any,
@@ -180,10 +322,11 @@ def encode_corpus(
 ) -> CorpusEmbeddings:
     """Embed ``dataset`` (see :func:`~gcl_hf.retrieval.encoding.encode_dataset`) through the on-disk cache.
 
-    Shards of ``shard_size`` rows already in ``cache_dir/<cache_key>/`` are reused; missing ones are
-    encoded and written one at a time. With ``num_processes > 1`` this process encodes only shards
-    ``n`` with ``n % num_processes == process_index``; the returned object then holds every shard
-    already present (call again, e.g. after a barrier, to get the full set).
+    Shards of ``shard_size`` rows already in ``cache_dir/<cache_key>/`` are reused when they pass verification
+    (checksum, rows, ids, shape, finite values); missing or failing ones are encoded and written one at a time.
+    With ``num_processes > 1`` this process encodes only shards ``n`` with ``n % num_processes == process_index``;
+    the returned object then holds every verified shard already present (call again, e.g. after a barrier, to
+    get the full set).
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -192,56 +335,65 @@ def encode_corpus(
     key = cache_key(model, processor, dataset, processor_kwargs)
     directory = Path(cache_dir) / key
     directory.mkdir(parents=True, exist_ok=True)
-    meta_path = directory / "meta.json"
-    meta = {"version": CACHE_VERSION, "num_rows": len(dataset), "shard_size": shard_size}
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("shard_size") != shard_size or old.get("num_rows") != len(dataset):
-            raise ValueError(
-                f"{meta_path}: cache written with shard_size={old.get('shard_size')} for {old.get('num_rows')} rows; "
-                f"got shard_size={shard_size} for {len(dataset)} rows (use the same shard_size or another cache_dir)"
-            )
-    else:
-        tmp = meta_path.with_name(f".meta.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
+    _prepare_meta(directory / "meta.json", len(dataset), shard_size)
 
     num_shards, encoded = -(-len(dataset) // shard_size), 0
+    shards: dict[int, np.ndarray] = {}
+    problems: dict[str, str] = {}
     for n, start, stop, path in _shards(directory, len(dataset), shard_size):
-        if n % num_processes != process_index or _read_shard(path, stop - start) is not None:
+        ids = _row_ids(dataset, start, stop)
+        shard, why = _verify_shard(path, start, stop, ids)
+        if shard is not None:
+            shards[n] = shard
             continue
+        if n % num_processes != process_index:
+            if why:
+                problems[path.name] = why
+            continue
+        if why:
+            logger.warning("%s: %s; re-encoding it", path, why)
         emb = encode_dataset(
             model, processor, dataset, image_root=image_root, batch_size=batch_size, num_workers=num_workers,
             device=device, rows=np.arange(start, stop), processor_kwargs=processor_kwargs,
             show_progress=show_progress, desc=f"{desc} [{n + 1}/{num_shards}]",
         )
-        _write_shard(path, emb.numpy())
+        _write_shard(path, emb.numpy(), start, ids)
+        shards[n] = np.load(path, mmap_mode="r")
         encoded += stop - start
-    cached = load_cached(directory)
-    return replace(cached, encoded_rows=encoded, dim=cached.dim or int(getattr(model, "embedding_dim", 0)))
+    missing = tuple(_shard_path(directory, n).name for n in range(num_shards) if n not in shards)
+    ordered = [shards[n] for n in sorted(shards)]
+    dim = int(ordered[0].shape[1]) if ordered else int(getattr(model, "embedding_dim", 0))
+    rows = len(dataset) if not missing else sum(len(s) for s in ordered)
+    return CorpusEmbeddings(ordered, directory, rows, dim, encoded_rows=encoded, complete=not missing,
+                            missing=missing, problems=problems)
 
 
 def load_cached(directory: str | os.PathLike) -> CorpusEmbeddings:
     """The embeddings of one cache directory (``cache_dir/<key>``, as :func:`encode_corpus` writes it), each
-    complete shard memory-mapped. Incomplete or missing shards are left out and named in ``missing``
-    (``complete`` is then False and ``num_rows`` counts the rows present)."""
+    verified shard memory-mapped. Shards that are absent or fail verification (checksum, row range, shape,
+    dtype, non-finite values) are left out and named in ``missing`` (with the reason in ``problems``);
+    ``complete`` is then False and ``num_rows`` counts the rows present. A corrupt ``meta.json`` raises
+    `EmbeddingCacheError` naming it."""
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{directory}: no meta.json (not an embedding cache directory)")
-    meta = json.loads(meta_path.read_text())
+        raise FileNotFoundError(f"{meta_path}: no such file (not an embedding cache directory, or its metadata "
+                                "was deleted: run encode_corpus again to rebuild it)")
+    meta = _read_meta(meta_path)
     num_rows, shard_size = int(meta["num_rows"]), int(meta["shard_size"])
-    shards, missing = [], []
+    shards, missing, problems = [], [], {}
     for _, start, stop, path in _shards(directory, num_rows, shard_size):
-        shard = _read_shard(path, stop - start)
+        shard, why = _verify_shard(path, start, stop, None)
         if shard is None:
             missing.append(path.name)
+            if why:
+                problems[path.name] = why
         else:
             shards.append(shard)
     dim = int(shards[0].shape[1]) if shards else 0
     rows = num_rows if not missing else sum(len(s) for s in shards)
     return CorpusEmbeddings(shards, directory, rows, dim, encoded_rows=0, complete=not missing,
-                            missing=tuple(missing))
+                            missing=tuple(missing), problems=problems)
 
 
 def _shards(directory: Path, num_rows: int, shard_size: int) -> Iterator[tuple[int, int, int, Path]]:

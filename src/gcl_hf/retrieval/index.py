@@ -19,7 +19,6 @@ meaningless.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,7 +32,8 @@ import numpy as np
 import torch
 
 from gcl_hf.retrieval.documents import _as_documents, documents_from_folder, documents_from_records
-from gcl_hf.retrieval.embedding_cache import CACHE_VERSION, CorpusEmbeddings, encode_corpus, load_cached
+from gcl_hf.retrieval.embedding_cache import (CACHE_VERSION, CorpusEmbeddings, encode_corpus, load_cached,
+                                              model_fingerprint, processor_fingerprint)
 from gcl_hf.retrieval.encoding import encode_dataset
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
 
@@ -47,10 +47,6 @@ FORMAT = "gcl-index"
 VERSION = 1
 BACKENDS = ("exact", "faiss")
 _DOC_COLUMNS = ("id", "text", "image", "modality")
-#: config keys that change when a model is saved and loaded back without changing what it computes
-_VOLATILE_CONFIG = frozenset({"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
-                              "_commit_hash", "_attn_implementation_autoset"})
-
 
 class IndexMismatchError(ValueError):
     """The model or processor offered to an index is not the one its corpus was encoded with."""
@@ -100,55 +96,6 @@ class SearchResults:
 
     def __iter__(self) -> Iterator[tuple[str, float]]:
         return iter(zip(self.ids, self.scores))
-
-
-def _stable_config(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _stable_config(v) for k, v in sorted(value.items()) if k not in _VOLATILE_CONFIG}
-    if isinstance(value, (list, tuple)):
-        return [_stable_config(v) for v in value]
-    return value
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of what a model computes: its class, its config (less the keys a save/load round trip changes:
-    ``_name_or_path``, ``architectures``, ``dtype``, ...) and every parameter/buffer's name, dtype, shape and
-    bytes. The same weights give the same fingerprint in memory, saved, reloaded or pulled from the Hub."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(type(model).__qualname__.encode())
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        h.update(json.dumps(_stable_config(config.to_dict()), sort_keys=True, default=repr).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def processor_fingerprint(processor: Any) -> str:
-    """Hash of what a processor does to inputs: its class, its image processor's settings and its tokenizer's
-    vocabulary, normaliser, templates and options. The fast tokenizer's per-call padding/truncation state
-    (which calling it changes) is left out, so a processor hashes the same before and after use."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(type(processor).__qualname__.encode())
-    for part in (processor, getattr(processor, "image_processor", None), getattr(processor, "tokenizer", None)):
-        if part is None:
-            continue
-        h.update(type(part).__qualname__.encode())
-        backend = getattr(part, "backend_tokenizer", None)
-        if backend is not None:
-            state = json.loads(backend.to_str())
-            state.pop("truncation", None)
-            state.pop("padding", None)
-            h.update(json.dumps(state, sort_keys=True).encode())
-        for attr in ("model_max_length", "padding_side", "truncation_side"):
-            if hasattr(part, attr):
-                h.update(f"{attr}={getattr(part, attr)!r}".encode())
-        if part is not processor and backend is None and hasattr(part, "to_dict"):
-            h.update(json.dumps(part.to_dict(), sort_keys=True, default=repr).encode())
-    return h.hexdigest()
 
 
 def _reference(model: Any) -> str | None:
@@ -354,12 +301,12 @@ def _load_model(info: IndexInfo, directory: Path) -> Any:
 
 
 def _load_processor(info: IndexInfo, model: Any, directory: Path) -> Any:
-    from transformers import AutoProcessor
+    from gcl_hf.modeling.loading import load_processor
 
     name = info.processor or info.model
     if not name:
         raise ValueError(f"{directory}: the index records no processor reference; pass the processor")
-    return AutoProcessor.from_pretrained(name, revision=info.revision if name == info.model else None)
+    return load_processor(name, revision=info.revision if name == info.model else None)
 
 
 def _check(info: IndexInfo, model: Any, processor: Any, directory: Path) -> None:

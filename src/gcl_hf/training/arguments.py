@@ -27,9 +27,13 @@ __all__ = ["GCLTrainingArguments"]
 IMAGE_ERRORS = ("raise", "skip")
 
 
-@dataclass
+@dataclass(repr=False)  # keep TrainingArguments' repr, which hides the Hub token
 class GCLTrainingArguments(TrainingArguments):
-    """`TrainingArguments` for `GCLTrainer`; see the module docstring for how loss fields meet the model config."""
+    """`TrainingArguments` for `GCLTrainer`; see the module docstring for how loss fields meet the model config.
+
+    The Hub token (``hub_token``) is never written: ``repr``/``str``/``to_dict`` hide it (as in transformers) and
+    so does pickling, which is how `Trainer` saves ``training_args.bin`` with every checkpoint and model.
+    """
 
     # --- the GCL loss (None: keep the model config's value) ---
     pairs: str | None = field(
@@ -99,7 +103,13 @@ class GCLTrainingArguments(TrainingArguments):
     # --- robustness ---
     nan_guard: bool = field(
         default=True,
-        metadata={"help": "Stop with an error naming the step and the pair when the loss becomes NaN or inf."},
+        metadata={"help": "Stop, before the update, with an error naming the step and the pair (or the parameter) "
+                          "when the loss (or a gradient) becomes NaN or inf."},
+    )
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Allow pickle model weights (pytorch_model.bin, ...) when resuming from a checkpoint; "
+                          "pickle files can run code when loaded, so only for checkpoints you trust."},
     )
     # --- retrieval evaluation (GCLTrainer(eval_tasks=...)) ---
     retrieval_k: str | None = field(
@@ -115,6 +125,26 @@ class GCLTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         self._check_gcl_fields()
         super().__post_init__()
+
+    # pickling (torch.save of training_args.bin) leaves every *_token field out; copies keep it
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in [k for k in state if k.endswith("_token") and isinstance(state[k], str)]:
+            state[name] = None
+        return state
+
+    def __copy__(self) -> GCLTrainingArguments:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GCLTrainingArguments:
+        import copy
+
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return clone
 
     def _check_gcl_fields(self) -> None:
         if self.pairs is not None:

@@ -7,7 +7,12 @@ What it adds to `Trainer` (paired with `GCLTrainingArguments`, as trl pairs its 
 - LoRA through peft (``peft_config=LoraConfig(...)`` or the ``lora_*`` argument shortcuts), the temperature
   trainable or frozen (``train_logit_scale``), towers frozen on request;
 - the gradient cache (``gradient_cache_chunk_size``, see `gcl_hf.training.grad_cache`), including under DDP;
-- a NaN guard: a non-finite loss raises `NonFiniteLossError` naming the step and the pairs, before any update;
+- a NaN guard: a non-finite loss raises `NonFiniteLossError` naming the step and the pairs, a non-finite gradient
+  (with a finite loss) `NonFiniteGradientError` naming the parameters, both before the optimizer step, on every
+  process at once, with the ids of the batch's records (see `gcl_hf.training.guard`);
+- complete checkpoints only: a marker written once every file of a checkpoint is on disk, and
+  ``train(resume_from_checkpoint=True | "last")`` resumes from the newest complete one; model weights are read
+  from safetensors only unless ``allow_pickle`` (`gcl_hf.training.checkpoints`); the Hub token is never written;
 - retrieval evaluation: ``eval_tasks=[RetrievalTask, ...]`` makes ``evaluate()`` report
   ``eval_<task>_recall@5`` etc. (through `gcl_hf.retrieval.evaluation.evaluate_retrieval`).
 
@@ -28,16 +33,19 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
-from gcl_hf.data.records import SKIPPED_KEY, SkipCountingCollator, with_row_index
+from gcl_hf.data.records import SKIPPED_KEY, with_row_index
 from gcl_hf.hub.adapter import load_adapter, save_adapter
 from gcl_hf.losses import distributed as _dist
 from gcl_hf.modeling.model import GCLModel
 from gcl_hf.modeling.towers import freeze_towers
 from gcl_hf.training.arguments import GCLTrainingArguments
+from gcl_hf.training.checkpoints import CompleteCheckpointsMixin
+from gcl_hf.training.reports import RetrievalReportsMixin
 from gcl_hf.training.grad_cache import cached_gradient_step
-from gcl_hf.training.guard import NonFiniteLossError, check_finite_loss
+from gcl_hf.training.guard import NonFiniteGradientError, NonFiniteGuard, NonFiniteLossError, RecordIdCollator
 
-__all__ = ["GCLTrainer", "NonFiniteLossError", "freeze_towers", "load_adapter", "save_adapter"]
+__all__ = ["GCLTrainer", "NonFiniteGradientError", "NonFiniteLossError", "freeze_towers", "load_adapter",
+           "save_adapter"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +66,7 @@ def _as_gcl_args(args: TrainingArguments | None) -> GCLTrainingArguments:
     raise TypeError(f"args must be GCLTrainingArguments, got {type(args).__name__}")
 
 
-class GCLTrainer(Trainer):
+class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
     """`Trainer` for `GCLModel` on image–caption pairs (see the module docstring).
 
     Args:
@@ -102,7 +110,7 @@ class GCLTrainer(Trainer):
             if processing_class is None:
                 raise ValueError("GCLTrainer needs processing_class (the backbone's processor) or a data_collator")
             data_collator = self._default_collator(model, processing_class, args)
-        data_collator = SkipCountingCollator(data_collator)
+        data_collator = RecordIdCollator(data_collator)
         train_dataset = with_row_index(train_dataset)
         eval_dataset = with_row_index(eval_dataset)
         self._skipped = {"train": 0, "eval": 0}
@@ -111,6 +119,7 @@ class GCLTrainer(Trainer):
         self._pair_counts: dict[str, int] = {"train": 0, "eval": 0}
         self._in_evaluate = False
         self._last_retrieval: dict[str, dict[str, float]] = {}  # task → metrics, for the model card
+        self._nan_guard = NonFiniteGuard(enabled=args.nan_guard)
 
         # Trainer refuses an eval strategy without an eval_dataset; retrieval tasks are evaluation data too.
         restore_strategy = None
@@ -141,6 +150,8 @@ class GCLTrainer(Trainer):
                 "without GPUs pass --use_cpu (or set ACCELERATE_USE_CPU=1) so that they form one gloo group"
             )
         self._check_gradient_cache_support()
+        self._nan_guard.skip_gradients = getattr(self.accelerator, "scaler", None) is not None
+        self.add_callback(self._nan_guard)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -216,6 +227,7 @@ class GCLTrainer(Trainer):
         """The GCL loss of the batch; records per-pair losses and applies the NaN guard in training."""
         mode = "train" if model.training else "eval"
         self._skipped[mode] += int(inputs.pop(SKIPPED_KEY, 0) or 0)
+        self._nan_guard.take_record_ids(inputs, train=mode == "train")
         outputs = model(**inputs, return_loss=True)
         loss = outputs.loss
         if mode == "train":
@@ -235,6 +247,7 @@ class GCLTrainer(Trainer):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         self._skipped["train"] += int(inputs.pop(SKIPPED_KEY, 0) or 0)
+        self._nan_guard.take_record_ids(inputs, train=True)
         # Inside Trainer's own no_sync (accumulation micro-batches) DDP already skips the all-reduce.
         no_sync = model.no_sync if getattr(model, "require_backward_grad_sync", False) else None
         steps = self.current_gradient_accumulation_steps
@@ -267,8 +280,17 @@ class GCLTrainer(Trainer):
 
     # ------------------------------------------------------------------ NaN guard
     def _guard(self, loss: torch.Tensor, pair_losses: dict[str, torch.Tensor]) -> None:
-        if self.args.nan_guard:
-            check_finite_loss(loss, pair_losses, step=self.state.global_step + 1, epoch=self.state.epoch)
+        self._nan_guard.check_loss(loss, pair_losses, self.state)
+
+    # Trainer computes the gradient norm with `clip_grad_norm_`, which would spread one NaN to every parameter:
+    # the gradient guard runs first (see `NonFiniteGuard`).
+    def _clip_grad_norm(self, model: nn.Module) -> Any:
+        self._nan_guard.check_gradients(self.model, self.state, self.args.device)
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
+        self._nan_guard.check_gradients(self.model, self.state, self.args.device)
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     # ------------------------------------------------------------------ per-pair logging
     def _record(self, mode: str, pair_losses: dict[str, torch.Tensor]) -> None:
@@ -302,94 +324,6 @@ class GCLTrainer(Trainer):
             self._pair_sums[mode], self._pair_counts[mode] = {}, 0
         super().log(logs, start_time)
 
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(
-        self,
-        eval_dataset: Any = None,
-        ignore_keys: list[str] | None = None,
-        metric_key_prefix: str = "eval",
-    ) -> dict[str, float]:
-        """The GCL loss on ``eval_dataset`` (if any) and the retrieval metrics of ``eval_tasks`` (if any)."""
-        if eval_dataset is None and self.eval_dataset is None and not self.eval_tasks:
-            raise ValueError("evaluate() needs an eval_dataset or eval_tasks")
-        metrics: dict[str, float] = {}
-        self._in_evaluate = True
-        try:
-            if eval_dataset is not None or self.eval_dataset is not None:
-                metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
-            if self.eval_tasks:
-                retrieval = self.evaluate_retrieval(metric_key_prefix=metric_key_prefix)
-                self.log(dict(retrieval))
-                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, retrieval)
-                metrics.update(retrieval)
-        finally:
-            self._in_evaluate = False
-        return metrics
-
-    def evaluate_retrieval(
-        self, tasks: Sequence[Any] | None = None, metric_key_prefix: str = "eval"
-    ) -> dict[str, float]:
-        """Score each `RetrievalTask` with `gcl_hf.retrieval.evaluation.evaluate_retrieval` (``k``: ``args.retrieval_k`` or
-        the task's own); keys ``<prefix>_<task.name>_<metric>``, e.g. ``eval_mscoco_task0_recall@5``.
-        Every process computes the same numbers (no collective), so all processes agree on the best model."""
-        from gcl_hf.retrieval.evaluation import evaluate_retrieval
-
-        if self.processing_class is None:
-            raise ValueError("retrieval evaluation needs processing_class (the backbone's processor)")
-        tasks = self.eval_tasks if tasks is None else list(tasks)
-        model = self.model
-        was_training = model.training
-        model.eval()
-        results: dict[str, float] = {}
-        try:
-            for task in tasks:
-                scores = evaluate_retrieval(
-                    model,
-                    self.processing_class,
-                    task,
-                    k=self.args.retrieval_ks or tuple(getattr(task, "k", (1, 5, 10))),
-                    batch_size=self.args.per_device_eval_batch_size,
-                    num_workers=self.args.dataloader_num_workers,
-                    show_progress=not self.args.disable_tqdm and self.is_local_process_zero(),
-                )
-                name = str(task.name).replace(" ", "_")
-                results.update({f"{metric_key_prefix}_{name}_{key}": float(value) for key, value in scores.items()
-                                if isinstance(value, (int, float))})
-                self._last_retrieval[str(task.name)] = {k: float(v) for k, v in scores.items()
-                                                        if isinstance(v, (int, float))}
-        finally:
-            model.train(was_training)
-        return results
-
-    # ------------------------------------------------------------------ model card
-    def create_model_card(
-        self,
-        language: str | None = None,
-        license: str | None = None,
-        tags: str | list[str] | None = None,
-        model_name: str | None = None,
-        finetuned_from: str | None = None,
-        tasks: str | list[str] | None = None,
-        dataset_tags: str | list[str] | None = None,
-        dataset: str | list[str] | None = None,
-        dataset_args: str | list[str] | None = None,
-    ) -> None:
-        """Write the GCL model card (base model, data, loss and LoRA settings, how to load, retrieval results) to
-        ``args.output_dir/README.md`` instead of the generic Trainer card; ``push_to_hub`` uploads it."""
-        if not self.is_world_process_zero():
-            return
-        from gcl_hf.hub.card import render_training_card
-
-        datasets = dataset_tags or dataset
-        card_kwargs: dict[str, Any] = {"license": license, "language": language}
-        if tags:
-            card_kwargs["tags"] = [tags] if isinstance(tags, str) else list(tags)
-        if finetuned_from:
-            card_kwargs["base_model"] = finetuned_from
-        render_training_card(self.model, self.args, output_dir=self.args.output_dir, processor=self.processing_class,
-                             eval_results=self._last_retrieval or None,
-                             datasets=[datasets] if isinstance(datasets, str) else datasets, **card_kwargs)
-
     # ------------------------------------------------------------------ saving
     def save_adapter(self, output_dir: str | os.PathLike | None = None) -> str:
         """Save the LoRA adapter plus the other trained weights and the GCL settings (`gcl_hf.hub.adapter.save_adapter`)
@@ -402,3 +336,4 @@ class GCLTrainer(Trainer):
         if _dist.is_distributed():
             torch.distributed.barrier()
         return directory
+

@@ -1,0 +1,103 @@
+"""What `GCLTrainer` reports beyond the loss: retrieval metrics on `RetrievalTask` s during ``evaluate()``, and
+the GCL model card (``create_model_card`` / ``push_to_hub``) carrying the settings and those metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class RetrievalReportsMixin:
+    """`GCLTrainer`'s ``evaluate`` / ``evaluate_retrieval`` / ``create_model_card`` (uses ``eval_tasks``,
+    ``_in_evaluate`` and ``_last_retrieval``, set by the trainer's ``__init__``)."""
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """The GCL loss on ``eval_dataset`` (if any) and the retrieval metrics of ``eval_tasks`` (if any)."""
+        if eval_dataset is None and self.eval_dataset is None and not self.eval_tasks:
+            raise ValueError("evaluate() needs an eval_dataset or eval_tasks")
+        metrics: dict[str, float] = {}
+        self._in_evaluate = True
+        try:
+            if eval_dataset is not None or self.eval_dataset is not None:
+                metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+            if self.eval_tasks:
+                retrieval = self.evaluate_retrieval(metric_key_prefix=metric_key_prefix)
+                self.log(dict(retrieval))
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, retrieval)
+                metrics.update(retrieval)
+        finally:
+            self._in_evaluate = False
+        return metrics
+
+    def evaluate_retrieval(
+        self, tasks: Sequence[Any] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Score each `RetrievalTask` with `gcl_hf.retrieval.evaluation.evaluate_retrieval` (``k``: ``args.retrieval_k`` or
+        the task's own); keys ``<prefix>_<task.name>_<metric>``, e.g. ``eval_mscoco_task0_recall@5``.
+        Every process computes the same numbers (no collective), so all processes agree on the best model."""
+        from gcl_hf.retrieval.evaluation import evaluate_retrieval
+
+        if self.processing_class is None:
+            raise ValueError("retrieval evaluation needs processing_class (the backbone's processor)")
+        tasks = self.eval_tasks if tasks is None else list(tasks)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        results: dict[str, float] = {}
+        try:
+            for task in tasks:
+                scores = evaluate_retrieval(
+                    model,
+                    self.processing_class,
+                    task,
+                    k=self.args.retrieval_ks or tuple(getattr(task, "k", (1, 5, 10))),
+                    batch_size=self.args.per_device_eval_batch_size,
+                    num_workers=self.args.dataloader_num_workers,
+                    show_progress=not self.args.disable_tqdm and self.is_local_process_zero(),
+                )
+                name = str(task.name).replace(" ", "_")
+                results.update({f"{metric_key_prefix}_{name}_{key}": float(value) for key, value in scores.items()
+                                if isinstance(value, (int, float))})
+                self._last_retrieval[str(task.name)] = {k: float(v) for k, v in scores.items()
+                                                        if isinstance(v, (int, float))}
+        finally:
+            model.train(was_training)
+        return results
+
+    # ------------------------------------------------------------------ model card
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the GCL model card (base model, data, loss and LoRA settings, how to load, retrieval results) to
+        ``args.output_dir/README.md`` instead of the generic Trainer card; ``push_to_hub`` uploads it."""
+        if not self.is_world_process_zero():
+            return
+        from gcl_hf.hub.card import render_training_card
+
+        datasets = dataset_tags or dataset
+        card_kwargs: dict[str, Any] = {"license": license, "language": language}
+        if tags:
+            card_kwargs["tags"] = [tags] if isinstance(tags, str) else list(tags)
+        if finetuned_from:
+            card_kwargs["base_model"] = finetuned_from
+        render_training_card(self.model, self.args, output_dir=self.args.output_dir, processor=self.processing_class,
+                             eval_results=self._last_retrieval or None,
+                             datasets=[datasets] if isinstance(datasets, str) else datasets, **card_kwargs)
+
+
+__all__ = ["RetrievalReportsMixin"]
