@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import torch
 from gcl_hf.errors import RecordError
 from gcl_hf.retrieval.encoding import EncodingError, encode_dataset
 
-__all__ = ["CorpusEmbeddings", "EmbeddingCacheError", "cache_key", "dataset_fingerprint", "encode_corpus",
+__all__ = ["write_embeddings", "CorpusEmbeddings", "EmbeddingCacheError", "cache_key", "dataset_fingerprint", "encode_corpus",
            "load_cached", "model_fingerprint", "processor_fingerprint"]
 
 logger = logging.getLogger(__name__)
@@ -300,6 +300,25 @@ def _prepare_meta(meta_path: Path, num_rows: int, shard_size: int) -> None:
         return
     meta = {"version": CACHE_VERSION, "num_rows": num_rows, "shard_size": shard_size}
     _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+
+
+def write_embeddings(directory: str | os.PathLike, embeddings: np.ndarray | Sequence[np.ndarray], ids: Sequence[Any],
+                     shard_size: int | None = None) -> Path:
+    """Write ready ``[N, D]`` embeddings (one array, or consecutive shards) with their ``ids`` in the cache layout
+    (``meta.json`` + verified ``shard_*.npy`` with sidecars), so :func:`load_cached` reads them back checked."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = [np.asarray(embeddings)] if isinstance(embeddings, np.ndarray) else [np.asarray(a) for a in embeddings]
+    total = sum(len(a) for a in parts)
+    if total != len(ids):
+        raise ValueError(f"{total} embeddings for {len(ids)} ids")
+    array = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    shard_size = shard_size or max(1, total)
+    _prepare_meta(directory / "meta.json", total, shard_size)
+    for n, start in enumerate(range(0, total, shard_size)):
+        stop = min(start + shard_size, total)
+        _write_shard(_shard_path(directory, n), array[start:stop], start, [ids[i] for i in range(start, stop)])
+    return directory
 
 
 # ---------------------------------------------------------------------------------------------- encoding

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from gcl_hf.retrieval.documents import _as_documents, documents_from_folder, documents_from_records
-from gcl_hf.retrieval.embedding_cache import (CACHE_VERSION, CorpusEmbeddings, encode_corpus, load_cached,
-                                              model_fingerprint, processor_fingerprint)
+from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, encode_corpus, load_cached,
+                                              model_fingerprint, processor_fingerprint, write_embeddings)
 from gcl_hf.retrieval.encoding import encode_dataset
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
 
@@ -205,12 +205,8 @@ class GCLIndex:
             shards = self.embeddings.shards
             shard_size = int(json.loads((self.embeddings.directory / "meta.json").read_text())["shard_size"])
         else:
-            shards, shard_size = [self.embeddings], max(1, len(self.embeddings))
-        for n, shard in enumerate(shards):
-            path = directory / f"shard_{n:05d}.npy"
-            _atomic_write(path, lambda tmp, s=shard: np.save(tmp, np.ascontiguousarray(s, dtype=np.float32)))
-        meta = json.dumps({"version": CACHE_VERSION, "num_rows": len(self.documents), "shard_size": shard_size})
-        _atomic_write(directory / "meta.json", lambda tmp: tmp.write_text(meta))
+            shards, shard_size = [np.asarray(self.embeddings, dtype=np.float32)], max(1, len(self.embeddings))
+        write_embeddings(directory, shards, list(self.documents["id"]), shard_size)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, model: Any = None, processor: Any = None, *, backend: str = "exact",
