@@ -1,0 +1,98 @@
+"""What a cache or an index is keyed on: fingerprints of a model (its weights and the config that changes what it
+computes), a processor (what it does to inputs) and a retrieval dataset (the columns encoding reads). Stable
+across a save/load round trip and across calls of the processor."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import datasets
+import torch
+
+__all__ = ["dataset_fingerprint", "model_fingerprint", "processor_fingerprint"]
+
+#: the dataset columns encoding reads
+ENCODED_COLUMNS = ("id", "text", "image", "modality", "frames", "frame_weights")
+
+
+def _hasher() -> Any:
+    return hashlib.blake2b(digest_size=16)
+
+_VOLATILE_CONFIG = frozenset({"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
+                              "_commit_hash", "_attn_implementation_autoset"})
+
+
+def _stable_config(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable_config(v) for k, v in sorted(value.items()) if k not in _VOLATILE_CONFIG}
+    if isinstance(value, (list, tuple)):
+        return [_stable_config(v) for v in value]
+    return value
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of what a model computes: its class, its config (less the keys a save/load round trip changes:
+    ``_name_or_path``, ``architectures``, ``dtype``, ...) and every parameter/buffer's name, dtype, shape and
+    bytes. The same weights give the same fingerprint in memory, saved, reloaded or pulled from the Hub."""
+    h = _hasher()
+    h.update(type(model).__qualname__.encode())
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        h.update(json.dumps(_stable_config(config.to_dict()), sort_keys=True, default=repr).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def processor_fingerprint(processor: Any) -> str:
+    """Hash of a processor's configuration: image-processor settings and the tokenizer's vocabulary
+    and options (anything that changes the model inputs)."""
+    h = _hasher()
+    h.update(type(processor).__qualname__.encode())
+    parts: list[Any] = [processor] + [getattr(processor, a, None) for a in ("image_processor", "tokenizer")]
+    for part in parts:
+        if part is None:
+            continue
+        backend = getattr(part, "backend_tokenizer", None)
+        if backend is not None:
+            # the backend's "truncation"/"padding" sections are per-call state that every processor call rewrites
+            state = json.loads(backend.to_str())
+            h.update(json.dumps({k: v for k, v in state.items() if k not in ("truncation", "padding")},
+                                sort_keys=True).encode())
+        for attr in ("model_max_length", "padding_side", "truncation_side"):
+            if hasattr(part, attr):
+                h.update(f"{attr}={getattr(part, attr)!r}".encode())
+        if part is not processor and hasattr(part, "to_dict"):
+            try:
+                h.update(json.dumps(part.to_dict(), sort_keys=True, default=repr).encode())
+            except Exception:  # noqa: BLE001 - some tokenizers' to_dict is partial; the backend is hashed
+                pass
+    return h.hexdigest()
+
+
+def dataset_fingerprint(dataset: datasets.Dataset) -> str:
+    """Hash of the content of the columns that encoding reads (``id``, ``text``, ``image``, ``modality``,
+    ``frames``, ``frame_weights``)."""
+    h = _hasher()
+    columns = [c for c in ENCODED_COLUMNS if c in dataset.column_names]
+    h.update(f"{len(dataset)}|{columns}".encode())
+    arrow = dataset.select_columns(columns).with_format("arrow")
+    for batch in arrow.iter(batch_size=65536):
+        for name in columns:
+            for chunk in _arrow_chunks(batch.column(name)):
+                h.update(f"{name}|{chunk.type}|{chunk.offset}|{len(chunk)}".encode())
+                for buffer in chunk.buffers():
+                    if buffer is not None:
+                        h.update(memoryview(buffer))
+    return h.hexdigest()
+
+
+def _arrow_chunks(column: Any) -> Iterator[Any]:
+    chunks = getattr(column, "chunks", None)
+    return iter(chunks if chunks is not None else [column])
