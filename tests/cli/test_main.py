@@ -194,3 +194,31 @@ def test_model_flag_everywhere(tmp_path):
     assert (model_args.model_name_or_path, data_args.train_data) == ("m", "d")
     assert (training_args.per_device_train_batch_size, training_args.max_steps) == (3, 2)
     assert training_args.dataloader_num_workers == 0  # the dashed spelling counts as given
+
+
+def test_empty_candidate_pool_fails_and_writes_no_result(tmp_path, model_dir, capsys):
+    # an empty pool used to give recall 0.00 with exit 0, a number the model card would publish
+    info = write_mbeir(tmp_path / "mbeir", tasks=("mscoco_task0",))
+    info["tasks"]["mscoco_task0"]["pool_file"].write_text("")
+    output = tmp_path / "result.json"
+    code = cli.main(["eval", "--benchmark", "mbeir", "--root", str(tmp_path / "mbeir"), "--model", str(model_dir),
+                     "--output", str(output)])
+    assert code == 1 and not output.exists()
+    assert "cand_pool.jsonl" in _one_error_line(capsys, "gcl-hf eval")
+
+
+def test_remote_code_in_a_checkpoint_is_never_run(tmp_path, capsys):
+    # hub.load (what every command uses) of a directory whose config points at custom code: the plain class loads,
+    # the code never runs, and nothing asks at a prompt
+    from gcl_hf import hub
+
+    tiny_clip().save_pretrained(tmp_path)
+    tiny_processor().save_pretrained(tmp_path)
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "custom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                        "from transformers import CLIPModel as Custom\n")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "custom.Custom", "AutoConfig": "custom.Custom"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = hub.load(tmp_path)
+    assert type(model.backbone).__name__ == "CLIPModel" and not marker.exists()
