@@ -23,16 +23,19 @@ import torch
 from tqdm.auto import tqdm
 
 from gcl_hf.retrieval.faiss_index import build_faiss_index, faiss_topk
-from gcl_hf.retrieval.search_bf16 import DEFAULT_SHORTLIST_CAP, SUPER_BLOCK, bf16_supported, bf16_topk
-from gcl_hf.retrieval.search_float32 import (
-    MIN_QUERIES_PER_THREAD,
-    SearchPlan,
-    float32_topk,
-    plan_search,
-    stream_topk,
-    threaded_stream_topk,
+from gcl_hf.retrieval.search_bf16 import BF16_BOUND, bf16_supported
+from gcl_hf.retrieval.search_float32 import MIN_QUERIES_PER_THREAD, SearchPlan, plan_search, stream_topk, threaded_stream_topk
+from gcl_hf.retrieval.search_rescore import FLOAT32_BOUND
+from gcl_hf.retrieval.search_shortlist import DEFAULT_SHORTLIST_CAP, SUPER_BLOCK, shortlist_topk
+from gcl_hf.retrieval.search_inputs import (
+    Array,
+    Exclude,
+    as_tensor,
+    chunk_specs,
+    exclude_pairs,
+    shards_of,
+    torch_threads,
 )
-from gcl_hf.retrieval.search_inputs import Array, Exclude, as_tensor, chunk_specs, exclude_pairs, shards_of
 
 __all__ = ["PRECISIONS", "SearchPlan", "bf16_supported", "build_faiss_index", "exact_topk", "faiss_topk",
            "plan_search"]
@@ -141,23 +144,19 @@ def exact_topk(
     queries = queries.to(dtype).contiguous()
     pairs = exclude_pairs(exclude, num_q, device)
     threads = 1 if device.type != "cpu" else max(1, int(num_threads or torch.get_num_threads()))
-    if precision == "float32" and num_threads is None:
+    if not canonical and num_threads is None:  # float64 tiles split the queries
         threads = max(1, min(threads, num_q // MIN_QUERIES_PER_THREAD))
     if k == 0 or num_q == 0:
         vals = torch.full((num_q, k), -float("inf"), dtype=dtype, device=device)
         idx = torch.full((num_q, k), -1, dtype=torch.int64, device=device)
     elif canonical:
-        passes = threads if precision == "float32" else -(-num_q // SUPER_BLOCK)
-        with tqdm(total=total * passes, desc="exact top-k", unit="row", unit_scale=True,
-                  disable=not show_progress) as bar, _ieee_float32_matmuls():
-            if precision == "float32":
-                vals, idx = float32_topk(queries, shards, k, chunk_size=chunk_size, query_block=query_block,
-                                         pairs=pairs, threads=threads, bar=bar)
-            else:
-                _warn_without_bf16_units()
-                vals, idx = bf16_topk(queries, shards, k, chunk_size=chunk_size, query_block=query_block,
-                                      pairs=pairs, threads=threads, cap=shortlist_cap or DEFAULT_SHORTLIST_CAP,
-                                      bar=bar)
+        if precision == "bf16-rescore":
+            _warn_without_bf16_units()
+        bound, cap = (FLOAT32_BOUND, None) if precision == "float32" else (BF16_BOUND, shortlist_cap or DEFAULT_SHORTLIST_CAP)
+        with tqdm(total=total * -(-num_q // SUPER_BLOCK), desc="exact top-k", unit="row", unit_scale=True,
+                  disable=not show_progress) as bar, _ieee_float32_matmuls(), torch_threads(1) as blas_threads:
+            vals, idx = shortlist_topk(queries, shards, k, bound, chunk_size=chunk_size, query_block=query_block,
+                                       pairs=pairs, threads=threads, cap=cap, bar=bar, blas_threads=blas_threads)
     else:  # float64 on CPU, any dtype on a GPU: the tiles' own scores
         plan = plan_search(num_q, device, chunk_size, query_block, k)
         specs = chunk_specs(shards, plan.chunk_size, dim)

@@ -1,4 +1,4 @@
-"""Streaming top-k over float32 (or float64 / GPU half) score tiles, and the canonical float32 search on CPU.
+"""Streaming top-k over score tiles in the tiles' own precision: float64 on CPU, any dtype on a GPU.
 
 :func:`stream_topk` never builds the ``Q x N`` score matrix: it scores one ``[query block, corpus chunk]``
 tile at a time into a reused buffer and keeps a running top-k per query, so memory is bounded by the tile,
@@ -8,9 +8,8 @@ comparison and merged (a top-k selection only runs while the running scores are 
 are split across Python threads running single-threaded torch ops, so no OpenMP barrier is paid per
 small op. This keeps the search within a few percent of the bare matmuls.
 
-:func:`float32_topk` (CPU) keeps a few more than ``k`` per query, proves from the matmul's rounding bound
-that they contain the canonical top-k (see :mod:`gcl_hf.retrieval.search_rescore`), widens the few
-queries where they might not, and rescores them canonically.
+float32 (and half-precision) queries on CPU go through :mod:`gcl_hf.retrieval.search_shortlist` instead,
+which returns the canonical top-k; :func:`plan_search` is the tiling of both.
 """
 
 from __future__ import annotations
@@ -22,17 +21,8 @@ from typing import Any
 
 import torch
 
-from gcl_hf.retrieval.search_inputs import Array, ChunkSpec, chunk_specs, load_chunk
-from gcl_hf.retrieval.search_rescore import (
-    SAFETY,
-    canonical_error,
-    canonical_scores,
-    float32_matmul_error,
-    float64_norms,
-    flush_slack,
-    max_row_norm,
-    topk_of_pairs,
-)
+from gcl_hf.retrieval.search_inputs import Array, ChunkSpec, chunk_specs, load_chunk, torch_threads
+from gcl_hf.retrieval.search_rescore import max_row_norm
 
 # Tile sizes (elements of the [query block, chunk] score buffer). On CPU a tile that stays in the
 # last-level cache lets the top-k pass read hot data; on a GPU large tiles keep the SMs busy.
@@ -42,8 +32,7 @@ _GPU_TILE = 64 * 1024 * 1024
 _GPU_CHUNK = 65536
 # Below this many queries per thread, splitting the queries across threads does not pay.
 MIN_QUERIES_PER_THREAD = 64
-# Running entries kept beyond k for the canonical rescoring (ties and near-ties within rounding).
-_EXTRA = 8
+_GROUP = 64  # columns per group in the one-pass candidate scan of a tile
 
 
 @dataclass(frozen=True)
@@ -109,6 +98,26 @@ def _merge(run_vals: torch.Tensor, run_idx: torch.Tensor, new_vals: torch.Tensor
     return vals[:, :k], idx.gather(1, order[:, :k])
 
 
+def _merge_candidates(r_c: torch.Tensor, col: torch.Tensor, cand_vals: torch.Tensor, rows_g: torch.Tensor,
+                      run_vals: torch.Tensor, run_idx: torch.Tensor, k: int, offset: int) -> None:
+    """Merge candidates ``(r_c, col, cand_vals)`` into the running top-k of the rows ``rows_g[r_c]``.
+
+    ``r_c`` indexes ``rows_g``; each row's candidates come in column order."""
+    num = rows_g.numel()
+    counts = torch.bincount(r_c, minlength=num) + k
+    vals = torch.cat([run_vals.index_select(0, rows_g).reshape(-1), cand_vals])
+    idx = torch.cat([run_idx.index_select(0, rows_g).reshape(-1), col + offset])
+    row = torch.cat([torch.arange(num, device=vals.device).repeat_interleave(k), r_c])
+    # (row asc, score desc, index asc): running entries precede candidates and candidates come in
+    # column order, so two stable sorts give the lower index first among equal scores.
+    order = torch.argsort(vals, descending=True, stable=True)
+    order = order[torch.argsort(row[order], stable=True)]
+    starts = torch.cumsum(counts, 0) - counts
+    take = order[(starts.unsqueeze(1) + torch.arange(k, device=vals.device)).reshape(-1)]
+    run_vals[rows_g] = vals[take].view(num, k)
+    run_idx[rows_g] = idx[take].view(num, k)
+
+
 def _threshold_merge(sub: torch.Tensor, thresh: torch.Tensor, rows_g: torch.Tensor, run_vals: torch.Tensor,
                      run_idx: torch.Tensor, k: int, offset: int, max_per_row: int = 4) -> bool:
     """Merge the few tile entries above each row's running k-th score into the running top-k.
@@ -120,23 +129,36 @@ def _threshold_merge(sub: torch.Tensor, thresh: torch.Tensor, rows_g: torch.Tens
     num = sub.shape[0]
     if bool(torch.isneginf(thresh).any()):
         return False
-    mask = sub > thresh.unsqueeze(1)
-    cand = mask.nonzero()
+    cand = (sub > thresh.unsqueeze(1)).nonzero()
     if cand.shape[0] > max_per_row * k * num:
         return False
     r_c, col = cand[:, 0], cand[:, 1]
-    counts = torch.bincount(r_c, minlength=num) + k
-    vals = torch.cat([run_vals.index_select(0, rows_g).reshape(-1), sub[r_c, col]])
-    idx = torch.cat([run_idx.index_select(0, rows_g).reshape(-1), col + offset])
-    row = torch.cat([torch.arange(num, device=sub.device).repeat_interleave(k), r_c])
-    # (row asc, score desc, index asc): running entries precede candidates and candidates come in
-    # column order, so two stable sorts give the lower index first among equal scores.
-    order = torch.argsort(vals, descending=True, stable=True)
-    order = order[torch.argsort(row[order], stable=True)]
-    starts = torch.cumsum(counts, 0) - counts
-    take = order[(starts.unsqueeze(1) + torch.arange(k, device=sub.device)).reshape(-1)]
-    run_vals[rows_g] = vals[take].view(num, k)
-    run_idx[rows_g] = idx[take].view(num, k)
+    _merge_candidates(r_c, col, sub[r_c, col], rows_g, run_vals, run_idx, k, offset)
+    return True
+
+
+def _grouped_merge(scores: torch.Tensor, thresh: torch.Tensor, qs: int, run_vals: torch.Tensor,
+                   run_idx: torch.Tensor, k: int, offset: int) -> bool:
+    """:func:`_threshold_merge` for a whole warm tile in one pass over it: the maximum of each group of
+    64 columns says which groups hold an entry above the row's running k-th score; only those groups are
+    searched. Returns False (nothing done) when it does not apply: a row without k scores yet, a width
+    not a multiple of 64, or too many groups to look into."""
+    rows, width = scores.shape
+    if width % _GROUP or bool(torch.isneginf(thresh).any()):
+        return False
+    grouped = scores.view(rows, width // _GROUP, _GROUP)
+    hit_r, hit_g = (grouped.amax(dim=2) > thresh.unsqueeze(1)).nonzero(as_tuple=True)
+    if hit_r.numel() == 0:
+        return True
+    if hit_r.numel() > 2 * k * rows:
+        return False
+    block = grouped[hit_r, hit_g]
+    inner, c_in = (block > thresh[hit_r].unsqueeze(1)).nonzero(as_tuple=True)
+    r_tile = hit_r[inner]
+    uniq, counts = torch.unique_consecutive(r_tile, return_counts=True)
+    r_c = torch.repeat_interleave(torch.arange(uniq.numel(), device=scores.device), counts)
+    _merge_candidates(r_c, hit_g[inner] * _GROUP + c_in, block[inner, c_in], uniq + qs, run_vals, run_idx, k,
+                      offset)
     return True
 
 
@@ -181,6 +203,8 @@ def stream_topk(queries: torch.Tensor, shards: list[Array], specs: list[ChunkSpe
                 if sel.numel():
                     scores[sel[:, 0] - qs, sel[:, 1] - offset] = -math.inf
             thresh = run_vals[qs:qe, k - 1]
+            if plan.row_filter and _grouped_merge(scores, thresh, qs, run_vals, run_idx, k, offset):
+                continue
             if plan.row_filter:
                 # Only rows whose best tile score beats their running k-th score can change
                 # (strictly: a tie loses to the lower index already kept).
@@ -202,10 +226,11 @@ def stream_topk(queries: torch.Tensor, shards: list[Array], specs: list[ChunkSpe
 
 def threaded_stream_topk(queries: torch.Tensor, shards: list[Array], specs: list[ChunkSpec], k: int,
                          chunk_size: int | None, query_block: int | None, pairs: torch.Tensor | None,
-                         threads: int, bar: Any = None,
-                         with_norms: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
+                         threads: int, bar: Any = None, with_norms: bool = False,
+                         blas_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """:func:`stream_topk` over ``threads`` contiguous query groups in parallel Python threads, each with
-    single-threaded torch ops (``torch.set_num_threads`` is restored afterwards)."""
+    single-threaded torch ops; one group runs in this thread with ``blas_threads`` torch threads (default:
+    the current count)."""
     num_q = queries.shape[0]
     threads = max(1, min(threads, num_q))
     bounds = [(num_q * t // threads, num_q * (t + 1) // threads) for t in range(threads)]
@@ -217,64 +242,12 @@ def threaded_stream_topk(queries: torch.Tensor, shards: list[Array], specs: list
             part = pairs[(pairs[:, 0] >= lo) & (pairs[:, 0] < hi)].clone()
             part[:, 0] -= lo
         plan = plan_search(hi - lo, "cpu", chunk_size, query_block, k)
-        return stream_topk(queries[lo:hi], shards, specs, k, plan, part, bar,
-                           (t, threads) if with_norms else None)
+        with torch_threads(1 if threads > 1 else (blas_threads or torch.get_num_threads())):
+            return stream_topk(queries[lo:hi], shards, specs, k, plan, part, bar,
+                               (t, threads) if with_norms else None)
 
     if threads == 1:
         return run(0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk") as pool:
-            parts = list(pool.map(run, range(threads)))
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(1), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk") as pool:
+        parts = list(pool.map(run, range(threads)))
     return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), max(p[2] for p in parts))
-
-
-def _subset_pairs(pairs: torch.Tensor | None, rows: torch.Tensor, num_queries: int) -> torch.Tensor | None:
-    """Exclusion pairs of the queries ``rows``, renumbered to their positions in ``rows``."""
-    if pairs is None or pairs.numel() == 0:
-        return None
-    position = torch.full((num_queries,), -1, dtype=torch.int64)
-    position[rows] = torch.arange(rows.numel())
-    mapped = position[pairs[:, 0]]
-    keep = mapped >= 0
-    return torch.stack([mapped[keep], pairs[keep, 1]], dim=1)
-
-
-@torch.inference_mode()
-def float32_topk(queries: torch.Tensor, shards: list[Array], k: int, *, chunk_size: int | None,
-                 query_block: int | None, pairs: torch.Tensor | None, threads: int,
-                 bar: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Canonical top-``k`` of float32 CPU ``queries``: float32 tiles keep ``k + 8`` per query, the rounding
-    bound of the tile matmul proves they hold every candidate of the canonical top-k (queries where the
-    kept set is too small are searched again with 4x as many), and those are rescored canonically."""
-    num_q, dim = queries.shape
-    total = sum(int(s.shape[0]) for s in shards)
-    q_norm = float64_norms(queries)
-    todo = torch.arange(num_q)
-    keep = min(total, k + _EXTRA)
-    corpus_norm: float | None = None
-    band_rows, band_cols = [], []
-    while todo.numel():
-        sub_pairs = pairs if todo.numel() == num_q else _subset_pairs(pairs, todo, num_q)
-        specs = chunk_specs(shards, plan_search(1, "cpu", chunk_size, None, keep).chunk_size, dim)
-        vals, idx, norm = threaded_stream_topk(queries.index_select(0, todo), shards, specs, keep, chunk_size,
-                                               query_block, sub_pairs, threads, bar, corpus_norm is None)
-        corpus_norm = norm if corpus_norm is None else corpus_norm
-        qn = q_norm[todo]
-        beta = ((float32_matmul_error(dim) + canonical_error(dim)) * qn * corpus_norm
-                + 2 * flush_slack(dim, qn, corpus_norm)) * SAFETY
-        lower = vals[:, k - 1].double() - 2 * beta  # no kept entry below this can be in the canonical top-k
-        last = vals[:, keep - 1].double()
-        complete = (last < lower) | torch.isneginf(last) | (keep >= total)
-        band = (idx >= 0) & (vals.double() >= lower.unsqueeze(1)) & complete.unsqueeze(1)
-        r, c = band.nonzero(as_tuple=True)
-        band_rows.append(todo[r])
-        band_cols.append(idx[r, c])
-        todo = todo[~complete]
-        keep = min(total, 4 * keep)
-    rows, cols = torch.cat(band_rows), torch.cat(band_cols)
-    scores = canonical_scores(queries, shards, rows, cols, threads)
-    return topk_of_pairs(rows, cols, scores, num_q, k)

@@ -6,8 +6,9 @@ read one chunk at a time, so the search never holds more of it than a chunk per 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -133,3 +134,18 @@ def pairs_in(pairs: torch.Tensor | None, lo: int, hi: int, column: int = 0) -> t
         return None
     sel[:, column] -= lo
     return sel
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[int]:
+    """``torch.set_num_threads(n)`` for the block (yields the previous count, restored afterwards). Small
+    ops gain nothing from OpenMP and, on a busy machine, wait at its barriers; new Python threads call
+    this too, since OpenMP's thread count is a per-thread setting."""
+    previous = torch.get_num_threads()
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield previous
+    finally:
+        if n != previous:
+            torch.set_num_threads(previous)

@@ -16,6 +16,9 @@ Bounds (``S = sum_i |q_i c_i| <= |q| |c|``, ``u`` = unit roundoff, ``gamma_n = n
 * a bf16 matmul with float32 accumulation and a bf16 output, from ``q = q_h + q_l`` (``q_h = bf16(q)``):
   see :mod:`gcl_hf.retrieval.search_bf16`.
 
+Both tile bounds take the form ``|a - canon| <= E(a) = relative |a| + alpha_q |c| + slack``
+(:class:`TileBound`), with ``alpha_q`` per query and ``|c|`` bounded per corpus chunk.
+
 Each bound also gets an absolute slack ``D 2^-120 (|q| + |c| + 1)`` that covers flushing of subnormal
 inputs, products and sums to zero (bf16 units work with DAZ/FTZ): about 1e-33 for unit vectors.
 """
@@ -23,11 +26,13 @@ inputs, products and sums to zero (bf16 units work with DAZ/FTZ): about 1e-33 fo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
-from gcl_hf.retrieval.search_inputs import Array, gather_rows
+from gcl_hf.retrieval.search_inputs import Array, gather_rows, torch_threads
 
 U32 = 2.0**-24  # float32 unit roundoff
 U64 = 2.0**-53  # float64 unit roundoff
@@ -133,18 +138,18 @@ def canonical_scores(queries: torch.Tensor, shards: list[Array], rows: torch.Ten
     order = torch.argsort(cols)
     rows_s, cols_s, out_s = rows[order], cols[order], torch.empty_like(out)
     threads = max(1, min(threads, rows.numel() // _RESCORE_BATCH))
+    bounds = [(rows.numel() * t // threads, rows.numel() * (t + 1) // threads) for t in range(threads)]
+
+    def run(t: int) -> None:
+        lo, hi = bounds[t]
+        with torch_threads(1):
+            _canonical_part(queries, shards, rows_s[lo:hi], cols_s[lo:hi], out_s[lo:hi])
+
     if threads == 1:
-        _canonical_part(queries, shards, rows_s, cols_s, out_s)
+        run(0)
     else:
-        bounds = [(rows.numel() * t // threads, rows.numel() * (t + 1) // threads) for t in range(threads)]
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk_rescore") as pool:
-                list(pool.map(lambda b: _canonical_part(queries, shards, rows_s[b[0]:b[1]], cols_s[b[0]:b[1]],
-                                                        out_s[b[0]:b[1]]), bounds))
-        finally:
-            torch.set_num_threads(previous)
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk_rescore") as pool:
+            list(pool.map(run, range(threads)))
     out[order] = out_s
     return out
 
@@ -169,15 +174,58 @@ def topk_of_pairs(rows: torch.Tensor, cols: torch.Tensor, scores: torch.Tensor, 
     return vals, idx
 
 
-def kth_largest_per_row(rows: torch.Tensor, values: torch.Tensor, num_queries: int, k: int) -> torch.Tensor:
-    """The ``k``-th largest of each query's ``values`` (float64), ``-inf`` where it has fewer than ``k``."""
-    out = torch.full((num_queries,), -math.inf, dtype=torch.float64)
-    if rows.numel() == 0:
-        return out
-    order = torch.argsort(values, descending=True)
-    order = order[torch.argsort(rows[order], stable=True)]
-    counts = torch.bincount(rows, minlength=num_queries)
-    starts = torch.cumsum(counts, 0) - counts
-    has = counts >= k
-    out[has] = values[order[starts[has] + k - 1]].double()
-    return out
+@dataclass(frozen=True)
+class TileBound:
+    """The error bound of one first-pass tile precision: ``|a - canonical| <= E(a)`` for a tile score ``a``,
+    ``E(a) = relative |a| + alpha_q |c| + 3 slack`` (inflated by :data:`SAFETY`).
+
+    ``terms(queries)`` gives ``(queries in the tile dtype, alpha_q, |q|)`` (float64 factors); ``floor(x)``
+    the largest value of the tile dtype ``<= x`` (float64 in)."""
+
+    name: str
+    dtype: torch.dtype
+    relative: float
+    terms: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    floor: Callable[[torch.Tensor], torch.Tensor]
+
+    def fixed(self, alpha: torch.Tensor, query_norm: torch.Tensor, corpus_norm: float, dim: int) -> torch.Tensor:
+        """The part of ``E`` that does not depend on the score, for corpus rows of norm <= ``corpus_norm``."""
+        return (alpha * corpus_norm + 3 * flush_slack(dim, query_norm, corpus_norm)) * SAFETY
+
+    def error_from(self, approx: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """``E`` (float64) of tile scores ``approx`` whose queries have the fixed parts ``fixed``."""
+        if not self.relative:
+            return fixed.expand(approx.shape)
+        scale = approx.double().abs().nan_to_num(posinf=0.0)  # an excluded (-inf) entry stays -inf
+        return self.relative * SAFETY * scale + fixed
+
+    def error(self, approx: torch.Tensor, alpha: torch.Tensor, query_norm: torch.Tensor, corpus_norm: float,
+              dim: int) -> torch.Tensor:
+        """``E`` (float64) for tile scores ``approx`` of queries (``alpha``, ``query_norm``) against corpus
+        rows of norm at most ``corpus_norm``."""
+        return self.error_from(approx, self.fixed(alpha, query_norm, corpus_norm, dim))
+
+    def threshold_from(self, lam: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """The largest tile-dtype ``T`` per query such that every ``a`` with ``a + E(a) >= lam`` has
+        ``a >= T`` (so comparing the tile with ``T`` misses no entry whose upper end reaches ``lam``)."""
+        rest = lam - fixed
+        if self.relative:
+            slope = self.relative * SAFETY
+            rest = torch.where(rest >= 0, rest / (1 + slope), rest / (1 - slope))
+        return self.floor(rest - rest.abs() * 2.0**-40 - 2.0**-140)  # less the arithmetic's own rounding
+
+
+def float32_floor(x: torch.Tensor) -> torch.Tensor:
+    """A float32 ``<= x`` within 2 ulp of it (float64 in; below the float32 range: its minimum): ``x`` less
+    ``2^-23 |x|`` rounded to nearest cannot round back above ``x``."""
+    return (x - x.abs() * 2.0**-23 - 2.0**-149).clamp(min=-torch.finfo(torch.float32).max).float()
+
+
+def _float32_terms(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    norm = float64_norms(queries)
+    dim = queries.shape[1]
+    return queries, (float32_matmul_error(dim) + canonical_error(dim)) * norm * SAFETY, norm
+
+
+#: float32 tiles: ``|s - canon| <= (gamma_D(2^-24) + canonical_error) |q| |c|`` (no output rounding).
+FLOAT32_BOUND = TileBound("float32", torch.float32, 0.0, _float32_terms, float32_floor)
