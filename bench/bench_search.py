@@ -1,7 +1,7 @@
 """Benchmark `gcl_hf.retrieval.search.exact_topk` (float32 and bf16-rescore) against faiss `IndexFlatIP` and
 the bare chunked matmuls, on the same embeddings, in one process.
 
-SPEC §8 targets, the machine's own bound: exact top-k (float32) <= 1.05x the bare chunked float32 matmuls
+Targets (the machine's own bound): exact top-k (float32) <= 1.05x the bare chunked float32 matmuls
 (the same tiles, the same output buffer, the same thread split, no top-k) and <= 0.9x faiss IndexFlatIP
 in the same run; identical top-k to faiss (a differing row only where the two ids' float64 scores tie to
 1e-5). Also reported: the bf16 first pass with exact rescoring (``precision="bf16-rescore"``) against

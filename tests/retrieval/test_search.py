@@ -187,6 +187,7 @@ from gcl_hf.retrieval.search_bf16 import bf16_floor, query_terms, score_error_bo
 from gcl_hf.retrieval.search_rescore import (  # noqa: E402
     canonical_error,
     canonical_scores,
+    float32_floor,
     float32_matmul_error,
     max_row_norm,
     pairwise_sum,
@@ -363,8 +364,26 @@ def test_bf16_floor():
     assert float(bf16_floor(torch.tensor([float("inf")], dtype=torch.float64)).float()) == float("inf")
 
 
+def test_float32_floor():
+    g = torch.Generator().manual_seed(115)
+    scale = 10.0 ** torch.randint(-44, 38, (20000,), generator=g).double()
+    x = torch.cat([torch.randn(20000, generator=g, dtype=torch.float64) * scale,
+                   torch.tensor([0.0, -0.0, 1e-46, -1e-46, 3.0, -3.5e38, 3.4e38], dtype=torch.float64)])
+    f = float32_floor(x)
+    assert f.dtype == torch.float32 and torch.isfinite(f).all()
+    inside = x > -torch.finfo(torch.float32).max  # below: clamped to the minimum
+    assert (f.double()[inside] <= x[inside]).all() and f[~inside].eq(-torch.finfo(torch.float32).max).all()
+    inf = torch.tensor(float("inf"))
+    up = torch.nextafter(torch.nextafter(torch.nextafter(f, inf), inf), inf).double()
+    assert (up[inside] > x[inside]).all()  # within 3 ulp below x
+
+
 def test_precision_options_and_errors():
     c, q = _unit(100, 8, 120), _unit(3, 8, 121)
+    v, i = exact_topk(q, c, 4, precision="auto")
+    v32, i32 = exact_topk(q, c, 4)
+    assert torch.equal(i, i32) and torch.equal(v, v32)
+    assert exact_topk(q.double(), c, 4, precision="auto")[1].shape == (3, 4)  # float64: the float64 tiles
     with pytest.raises(ValueError, match="precision must be one of"):
         exact_topk(q, c, 2, precision="int8")
     with pytest.raises(ValueError, match="needs float32/float16/bfloat16 queries on the CPU"):

@@ -1,12 +1,13 @@
-"""Exact inner-product top-k search that streams the corpus in chunks (SPEC §5, §8).
+"""Exact inner-product top-k search that streams the corpus in chunks.
 
 :func:`exact_topk` never builds the ``Q x N`` score matrix: it scores one ``[query block, corpus chunk]``
-tile at a time (:mod:`~gcl_hf.retrieval.search_float32`), so memory is bounded by the tile, not by the
-pool (the corpus may be a list of memory-mapped shards). On CPU it returns the **canonical** top-k: scores
-are the float64 inner products of the float32 inputs rounded to float32, a function of the two vectors
-alone (:mod:`~gcl_hf.retrieval.search_rescore`), so the result does not depend on the tiling, the thread
-count, or the precision of the first pass: ``precision="bf16-rescore"``
-(:mod:`~gcl_hf.retrieval.search_bf16`) returns the same indices and scores as ``"float32"``.
+tile at a time, so memory is bounded by the tile, not by the pool (the corpus may be a list of
+memory-mapped shards). On CPU it returns the **canonical** top-k (:mod:`~gcl_hf.retrieval.search_rescore`):
+scores are the float64 inner products of the float32 inputs rounded to float32, a function of the two
+vectors alone, so the result does not depend on the tiling, the threads, the batch, or the precision of
+the first pass (:mod:`~gcl_hf.retrieval.search_shortlist`): ``precision="bf16-rescore"``
+(:mod:`~gcl_hf.retrieval.search_bf16`) returns the same indices and scores as ``"float32"``. float64
+inputs and GPU queries use :mod:`~gcl_hf.retrieval.search_float32` (the tiles' own scores).
 
 :func:`build_faiss_index` / :func:`faiss_topk` are the optional faiss backend
 (``pip install gcl-hf[faiss]``).
@@ -40,8 +41,9 @@ from gcl_hf.retrieval.search_inputs import (
 __all__ = ["PRECISIONS", "SearchPlan", "bf16_supported", "build_faiss_index", "exact_topk", "faiss_topk",
            "plan_search"]
 
-#: First-pass precisions of :func:`exact_topk` on CPU (both return the same top-k).
-PRECISIONS = ("float32", "bf16-rescore")
+#: First-pass precisions of :func:`exact_topk` on CPU (all return the same top-k); "auto" is
+#: "bf16-rescore" where the CPU has bf16 units (:func:`bf16_supported`), else "float32".
+PRECISIONS = ("float32", "bf16-rescore", "auto")
 _warned_no_bf16 = False
 
 
@@ -100,26 +102,31 @@ def exact_topk(
     ``-inf`` and index ``-1``. Peak extra memory is one ``query_block x chunk_size`` score tile plus one
     corpus chunk per thread (and a shortlist per query, ``<= shortlist_cap`` entries).
 
-    On CPU, float32/float16/bfloat16 inputs are ranked by their canonical score: the float64 inner
-    product of the float32 values rounded to float32 (within float32 rounding of the exact product, and
-    independent of tiling and threads). ``precision`` picks the first pass that shortlists candidates:
+    On CPU, float32/float16/bfloat16 inputs are ranked by their **canonical score**: the inner product of
+    the float32 values computed in float64 (fixed pairwise order) and rounded to float32, i.e. within
+    float32 rounding of the exact product, and a function of the two vectors alone (a BLAS kernel's float32
+    result depends on the block shapes, so results would otherwise change with the batch). A first pass
+    over ``[query block, chunk]`` tiles keeps every entry that its proven rounding bound cannot exclude
+    from the top-k; those are rescored canonically. ``precision`` picks the tiles:
 
-    * ``"float32"``: float32 tiles (within a few percent of the bare matmuls), ``k + 8`` kept per query,
-      widened where the float32 rounding bound does not prove they contain the top-k.
-    * ``"bf16-rescore"``: bf16 tiles (several times faster where the CPU has AVX512-BF16/AMX units, see
-      :func:`bf16_supported`; correct but slower elsewhere); every entry within the proven bf16 error
-      bound of the k-th is kept and rescored. **Guarantee:** the same indices and scores as
-      ``"float32"``, provided torch's bf16 matmul accumulates in float32 (it does on CPU: oneDNN and
-      torch's own kernels). A query whose shortlist exceeds ``shortlist_cap`` (default 4096) is
-      searched again in float32.
+    * ``"float32"``: float32 tiles (bound ``D 2^-24 |q| |c|``: the shortlist is about ``k``).
+    * ``"bf16-rescore"``: bf16 tiles, several times faster where the CPU has bf16 units (AVX512-BF16 /
+      AMX, see :func:`bf16_supported`; correct but slower elsewhere). The bound (about ``0.005 |q| |c|``
+      plus 0.4 % of the score, see :mod:`~gcl_hf.retrieval.search_bf16`) assumes what torch's CPU bf16
+      matmul does: exact products, float32 accumulation, one rounding to bf16. A query whose shortlist
+      exceeds ``shortlist_cap`` (default 4096) is searched again with float32 tiles.
+    * ``"auto"``: ``"bf16-rescore"`` where the CPU has bf16 units, else ``"float32"``.
+
+    **Guarantee:** all three return the canonical top-k, so the same indices and scores, whatever
+    ``chunk_size``, ``query_block``, ``num_threads`` or the other queries in the batch.
 
     float64 inputs are ranked by float64 tile scores; on a GPU the tiles run in the input precision
-    (half precision stays half) and the scores are the tiles' (``precision`` must be ``"float32"``).
+    (half precision stays half) and the scores are the tiles' (``precision`` "float32" or "auto").
 
-    On CPU the work is split across ``num_threads`` Python threads (default: ``torch.get_num_threads()``;
-    float32 splits the queries, fewer threads for small query sets; bf16 splits the corpus) running
-    single-threaded torch ops: no OpenMP barrier per small op. ``torch.set_num_threads`` and oneDNN's
-    float32 matmul precision (set to ``"ieee"``) are changed for the duration of the call and restored.
+    On CPU the corpus chunks are shared between ``num_threads`` Python threads (default:
+    ``torch.get_num_threads()``) running single-threaded torch ops: no OpenMP barrier per small op.
+    ``torch.set_num_threads`` and oneDNN's float32 matmul precision (``"ieee"``: a reduced-precision
+    setting would break the float32 bound) are changed for the duration of the call and restored.
     Inputs must be finite. ``show_progress`` shows a tqdm bar over the corpus rows scanned.
     """
     if precision not in PRECISIONS:
@@ -138,7 +145,9 @@ def exact_topk(
     device = queries.device
     dtype = _compute_dtype(queries.dtype, device)
     canonical = device.type == "cpu" and dtype == torch.float32
-    if precision != "float32" and not canonical:
+    if precision == "auto":
+        precision = "bf16-rescore" if canonical and bf16_supported() else "float32"
+    if precision == "bf16-rescore" and not canonical:
         raise ValueError(f"precision={precision!r} needs float32/float16/bfloat16 queries on the CPU; got "
                          f"{queries.dtype} on {device.type}")
     queries = queries.to(dtype).contiguous()

@@ -40,6 +40,7 @@ U_BF16 = 2.0**-8  # bfloat16 unit roundoff (8 significant bits)
 # Relative inflation applied to every bound computed in float64 (its own rounding is far below this).
 SAFETY = 1.0 + 2.0**-30
 _RESCORE_BATCH = 256  # pairs per batch: [256, D] float64 buffers stay in the L2 cache
+_QUERIES64_MAX = 1 << 24  # float64 copy of the queries for the rescoring up to 128 MiB, else per batch
 
 
 def gamma(n: int, u: float) -> float:
@@ -98,33 +99,37 @@ def pairwise_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _canonical_part(queries: torch.Tensor, shards: list[Array], rows: torch.Tensor, cols: torch.Tensor,
-                    out: torch.Tensor) -> None:
+def _canonical_part(queries: torch.Tensor, queries64: torch.Tensor | None, shards: list[Array], rows: torch.Tensor,
+                    cols: torch.Tensor, out: torch.Tensor) -> None:
     """:func:`canonical_scores` of one contiguous part of the pairs, in batches through reused buffers
-    (fresh multi-megabyte tensors would cost a page fault per 4 KiB)."""
+    (fresh multi-megabyte tensors would cost a page fault per 4 KiB). ``queries64``: the queries in
+    float64, zero-padded to the tree's width (None: converted batch by batch)."""
     dim = queries.shape[1]
     width = 1 << tree_levels(dim)
     batch = min(_RESCORE_BATCH, rows.numel())
-    x = torch.zeros((batch, width), dtype=torch.float64)  # padding columns stay 0
+    x = torch.zeros((batch, width), dtype=torch.float64)  # padding columns stay 0: they are only read
     y = torch.zeros((batch, width), dtype=torch.float64)
     q32 = torch.empty((batch, dim), dtype=torch.float32)
     single = len(shards) == 1 and isinstance(shards[0], torch.Tensor) and shards[0].device.type == "cpu"
     c32 = torch.empty((batch, dim), dtype=shards[0].dtype if single else torch.float32)
     for s in range(0, rows.numel(), batch):
         n = min(batch, rows.numel() - s)
-        torch.index_select(queries, 0, rows[s:s + n], out=q32[:n])
+        if queries64 is not None:
+            torch.index_select(queries64, 0, rows[s:s + n], out=y[:n])
+        else:
+            torch.index_select(queries, 0, rows[s:s + n], out=q32[:n])
+            y[:n, :dim].copy_(q32[:n])
         if single:
             torch.index_select(shards[0], 0, cols[s:s + n], out=c32[:n])
             x[:n, :dim].copy_(c32[:n])
         else:
             x[:n, :dim].copy_(gather_rows(shards, cols[s:s + n], torch.float32))
-        y[:n, :dim].copy_(q32[:n])
         x[:n].mul_(y[:n])  # products of float32 values are exact in float64
         half = width
         while half > 1:
             half //= 2
             x[:n, :half].add_(x[:n, half:2 * half])
-        out[s:s + n] = x[:n, 0].float()  # padding columns are only ever read: they stay 0
+        out[s:s + n] = x[:n, 0].float()
 
 
 @torch.inference_mode()
@@ -140,10 +145,16 @@ def canonical_scores(queries: torch.Tensor, shards: list[Array], rows: torch.Ten
     threads = max(1, min(threads, rows.numel() // _RESCORE_BATCH))
     bounds = [(rows.numel() * t // threads, rows.numel() * (t + 1) // threads) for t in range(threads)]
 
+    width = 1 << tree_levels(queries.shape[1])
+    queries64 = None
+    if queries.shape[0] * width <= _QUERIES64_MAX:
+        queries64 = torch.zeros((queries.shape[0], width), dtype=torch.float64)
+        queries64[:, : queries.shape[1]] = queries
+
     def run(t: int) -> None:
         lo, hi = bounds[t]
         with torch_threads(1):
-            _canonical_part(queries, shards, rows_s[lo:hi], cols_s[lo:hi], out_s[lo:hi])
+            _canonical_part(queries, queries64, shards, rows_s[lo:hi], cols_s[lo:hi], out_s[lo:hi])
 
     if threads == 1:
         run(0)
@@ -216,7 +227,7 @@ class TileBound:
 
 
 def float32_floor(x: torch.Tensor) -> torch.Tensor:
-    """A float32 ``<= x`` within 2 ulp of it (float64 in; below the float32 range: its minimum): ``x`` less
+    """A float32 ``<= x`` within 3 ulp of it (float64 in; below the float32 range: its minimum): ``x`` less
     ``2^-23 |x|`` rounded to nearest cannot round back above ``x``."""
     return (x - x.abs() * 2.0**-23 - 2.0**-149).clamp(min=-torch.finfo(torch.float32).max).float()
 

@@ -32,7 +32,8 @@ from gcl_hf.retrieval.search_rescore import FLOAT32_BOUND, TileBound, canonical_
 #: Candidates kept per query at most on the bf16 pass; beyond, the query is searched with float32 tiles.
 DEFAULT_SHORTLIST_CAP = 4096
 SUPER_BLOCK = 8192  # queries per pass over the corpus (bounds the shortlist memory)
-_GROUP = 64  # columns per group in the candidate scan
+_GROUP = 128  # columns per group in the candidate scan
+_COLD_SAMPLE = 512  # columns whose k-th score starts a query's Lambda (any subset gives a valid bound)
 
 
 class _Shortlist:
@@ -141,8 +142,9 @@ def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: tor
                 fixed_b = fixed[qs:qe]
                 lam_b = lam[qs:qe].clone()
                 if width >= k and bool(torch.isneginf(lam_b).any()):  # no bound yet: the k-th lower end
-                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # within this tile is one
-                    a_k = torch.topk(scores.index_select(0, cold).float(), k, dim=1).values[:, k - 1]
+                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # among some of this tile's entries
+                    sample = scores[:, : max(k, _COLD_SAMPLE)].index_select(0, cold).float()
+                    a_k = torch.topk(sample, k, dim=1).values[:, k - 1]
                     lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
                 r, col = _candidates(scores, bound.threshold_from(lam_b, fixed_b))
                 if r.numel():
