@@ -227,7 +227,7 @@ class TileBound:
 
 
 def float32_floor(x: torch.Tensor) -> torch.Tensor:
-    """A float32 ``<= x`` within 3 ulp of it (float64 in; below the float32 range: its minimum): ``x`` less
+    """A float32 ``<= x`` within 4 ulp of it (float64 in; below the float32 range: its minimum): ``x`` less
     ``2^-23 |x|`` rounded to nearest cannot round back above ``x``."""
     return (x - x.abs() * 2.0**-23 - 2.0**-149).clamp(min=-torch.finfo(torch.float32).max).float()
 
