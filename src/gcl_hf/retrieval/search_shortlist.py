@@ -53,6 +53,9 @@ class _Shortlist:
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.pending = 0
         self.budget = max(1 << 16, 4 * lam.numel() * k)
+        # queries whose candidates were dropped here (kept apart from `lam`, which another thread's
+        # read-modify-write may set back to a finite value)
+        self.overflow = torch.zeros(lam.numel(), dtype=torch.bool)
 
     def add(self, rows: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, index: torch.Tensor) -> None:
         """Append candidates (``rows`` in non-decreasing order) and raise ``low`` / ``lam`` with them."""
@@ -80,6 +83,7 @@ class _Shortlist:
         if self.cap is not None:
             over = torch.bincount(rows[keep], minlength=self.lam.numel()) > self.cap
             if bool(over.any()):
+                self.overflow |= over
                 self.lam[over] = math.inf  # stop collecting for these queries: they go to float32
                 keep &= ~over[rows]
         kept = (rows[keep], upper[keep], index[keep])
@@ -189,7 +193,7 @@ def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: Ti
         rows, upper, index = (torch.cat(p) for p in zip(*parts))
         # Lambda: the k-th largest lower end over all entries (each thread's k largest are in its `low`).
         final = torch.topk(torch.cat([sl.low for sl in lists], dim=1), k, dim=1).values[:, k - 1]
-        overflow = torch.isposinf(lam)
+        overflow = torch.stack([sl.overflow for sl in lists]).any(0)
         band = upper >= final[rows]
         if cap is not None:
             overflow |= torch.bincount(rows[band], minlength=s1 - s0) > cap
