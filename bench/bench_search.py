@@ -69,7 +69,7 @@ def _normalised(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 @torch.inference_mode()
 def bare_matmuls(queries: torch.Tensor, corpus: torch.Tensor, chunk_size: int, query_block: int) -> None:
-    """The float32 matrix products exact_topk performs, into the same reused buffer, and nothing else."""
+    """The same float32 tiles in one loop, with torch's own (OpenMP) threads, into one reused buffer."""
     buffer = torch.empty(query_block * chunk_size, dtype=queries.dtype)
     for start in range(0, corpus.shape[0], chunk_size):
         chunk_t = corpus[start:start + chunk_size].T
@@ -94,39 +94,27 @@ def _in_threads(threads: int, work) -> None:
         torch.set_num_threads(previous)
 
 
-def bare_matmuls_threaded(queries: torch.Tensor, corpus: torch.Tensor, threads: int, chunk_size: int | None,
-                          query_block: int | None, k: int) -> None:
-    """exact_topk's float32 split (query groups in Python threads, one torch thread each, the same tiles),
-    doing only the matrix products."""
-    n = queries.shape[0]
-    bounds = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
-
-    def run(t: int) -> None:
-        lo, hi = bounds[t]
-        plan = plan_search(hi - lo, "cpu", chunk_size, query_block, k)
-        bare_matmuls(queries[lo:hi], corpus, plan.chunk_size, plan.query_block)
-
-    _in_threads(threads, run)
-
-
 @torch.inference_mode()
-def bare_bf16_matmuls(queries: torch.Tensor, corpus: torch.Tensor, threads: int, chunk_size: int | None,
-                      query_block: int | None, k: int) -> None:
-    """The bf16 first pass's own bound: each thread converts its share of the chunks (round-robin) to bf16
-    and multiplies all queries (bf16) with them in the same tiles, into a bf16 buffer."""
+def bare_split_matmuls(queries: torch.Tensor, corpus: torch.Tensor, threads: int, chunk_size: int | None,
+                       query_block: int | None, k: int, dtype: torch.dtype = torch.float32) -> None:
+    """exact_topk's own split on CPU, doing only the matrix products: the corpus chunks shared round-robin
+    between Python threads (one torch thread each), every thread multiplying all queries with its chunks in
+    the same tiles into a reused buffer; for bf16 each thread also converts its chunks (as exact_topk does)."""
     plan = plan_search(queries.shape[0], "cpu", chunk_size, query_block, k)
-    q_h = queries.to(torch.bfloat16)
+    q = queries.to(dtype)
     starts = list(range(0, corpus.shape[0], plan.chunk_size))
 
     def run(t: int) -> None:
-        chunk_h = torch.empty((plan.chunk_size, queries.shape[1]), dtype=torch.bfloat16)
-        buffer = torch.empty(plan.query_block * plan.chunk_size, dtype=torch.bfloat16)
+        chunk_c = torch.empty((plan.chunk_size, q.shape[1]), dtype=dtype) if dtype != corpus.dtype else None
+        buffer = torch.empty(plan.query_block * plan.chunk_size, dtype=dtype)
         for start in starts[t::threads]:
             width = min(plan.chunk_size, corpus.shape[0] - start)
-            chunk_h[:width].copy_(corpus[start:start + width])
-            for qs in range(0, q_h.shape[0], plan.query_block):
-                qe = min(qs + plan.query_block, q_h.shape[0])
-                torch.mm(q_h[qs:qe], chunk_h[:width].T, out=buffer[: (qe - qs) * width].view(qe - qs, width))
+            chunk = corpus[start:start + width]
+            if chunk_c is not None:
+                chunk = chunk_c[:width].copy_(chunk)
+            for qs in range(0, q.shape[0], plan.query_block):
+                qe = min(qs + plan.query_block, q.shape[0])
+                torch.mm(q[qs:qe], chunk.T, out=buffer[: (qe - qs) * width].view(qe - qs, width))
 
     _in_threads(threads, run)
 
@@ -167,8 +155,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     c_np, q_np = _normalised(rng, args.corpus, args.dim), _normalised(rng, args.queries, args.dim)
     c_t, q_t = torch.from_numpy(c_np), torch.from_numpy(q_np)
-    group = -(-args.queries // threads)
-    plan = plan_search(group, "cpu", args.chunk_size, args.query_block, args.k)
+    plan = plan_search(args.queries, "cpu", args.chunk_size, args.query_block, args.k)
     index = faiss.IndexFlatIP(args.dim)
     index.add(c_np)
     kw = dict(chunk_size=args.chunk_size, query_block=args.query_block)
@@ -183,9 +170,10 @@ def main() -> None:
         "exact_float32": keep("exact_float32", lambda: exact_topk(q_t, c_t, args.k, **kw)),
         "exact_bf16_rescore": keep("exact_bf16_rescore",
                                    lambda: exact_topk(q_t, c_t, args.k, precision="bf16-rescore", **kw)),
-        "bare_matmuls": lambda: bare_matmuls_threaded(q_t, c_t, threads, args.chunk_size, args.query_block, args.k),
-        "bare_matmuls_torch_threads": lambda: bare_matmuls(q_t, c_t, plan.chunk_size, plan.query_block * threads),
-        "bare_bf16_matmuls": lambda: bare_bf16_matmuls(q_t, c_t, threads, args.chunk_size, args.query_block, args.k),
+        "bare_matmuls": lambda: bare_split_matmuls(q_t, c_t, threads, args.chunk_size, args.query_block, args.k),
+        "bare_matmuls_torch_threads": lambda: bare_matmuls(q_t, c_t, plan.chunk_size, plan.query_block),
+        "bare_bf16_matmuls": lambda: bare_split_matmuls(q_t, c_t, threads, args.chunk_size, args.query_block, args.k,
+                                                        torch.bfloat16),
         "faiss_flatip": keep("faiss_flatip", lambda: index.search(q_np, args.k)),
     }
     timings = interleave(contenders, args.rounds, warmup=1)
@@ -220,7 +208,8 @@ def main() -> None:
         "bf16_identical_to_float32": bf16_check["rows_differing_from_float32"] == 0 and bf16_check["scores_bit_identical"],
     }
     config = {"corpus": args.corpus, "queries": args.queries, "dim": args.dim, "k": args.k, "threads": threads,
-              "chunk_size": plan.chunk_size, "query_block_per_thread": plan.query_block, "rounds": args.rounds,
+              "chunk_size": plan.chunk_size, "query_block": plan.query_block, "rounds": args.rounds,
+              "split": "corpus chunks round-robin over the threads, all queries per thread",
               "embeddings": "float32, unit-norm Gaussian (numpy seed 0)",
               "env": {v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(v)}}
     figures = {"seconds": {name: stats(t) for name, t in wall.items()},

@@ -219,17 +219,19 @@ class TileBound:
     def threshold_from(self, lam: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """The largest tile-dtype ``T`` per query such that every ``a`` with ``a + E(a) >= lam`` has
         ``a >= T`` (so comparing the tile with ``T`` misses no entry whose upper end reaches ``lam``)."""
-        rest = lam - fixed
-        if self.relative:
-            slope = self.relative * SAFETY
-            rest = torch.where(rest >= 0, rest / (1 + slope), rest / (1 - slope))
-        return self.floor(rest - rest.abs() * 2.0**-40 - 2.0**-140)  # less the arithmetic's own rounding
+        rest = lam - fixed  # its rounding (2^-53 relative) is far inside the floors' margins
+        if not self.relative:
+            return self.floor(rest)
+        slope = self.relative * SAFETY
+        rest = torch.where(rest >= 0, rest / (1 + slope), rest / (1 - slope))
+        return self.floor(rest - rest.abs() * 2.0**-40 - 2.0**-140)  # less the divisions' own rounding
 
 
 def float32_floor(x: torch.Tensor) -> torch.Tensor:
-    """A float32 ``<= x`` within 4 ulp of it (float64 in; below the float32 range: its minimum): ``x`` less
-    ``2^-23 |x|`` rounded to nearest cannot round back above ``x``."""
-    return (x - x.abs() * 2.0**-23 - 2.0**-149).clamp(min=-torch.finfo(torch.float32).max).float()
+    """A float32 ``<= x`` within 4 ulp of it (float64 in; below the float32 range: its minimum; ``+inf``
+    stays): ``x`` less ``2^-23 |x|`` rounded to nearest cannot round back above ``x``."""
+    low = (x - x.abs() * 2.0**-23 - 2.0**-149).clamp(min=-torch.finfo(torch.float32).max).float()
+    return low.nan_to_num(nan=math.inf)  # inf - inf
 
 
 def _float32_terms(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
