@@ -20,6 +20,7 @@ threshold. A query whose shortlist outgrows the cap is searched again with float
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,14 +48,12 @@ class _Shortlist:
     (nothing more is collected for it) and goes to the float32 search.
     """
 
-    def __init__(self, lam: torch.Tensor, k: int, cap: int | None) -> None:
-        self.lam, self.k, self.cap = lam, k, cap
+    def __init__(self, lam: torch.Tensor, k: int, cap: int | None, lock: threading.Lock) -> None:
+        self.lam, self.k, self.cap, self.lock = lam, k, cap, lock
         self.low = torch.full((lam.numel(), k), -math.inf, dtype=torch.float64)
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.pending = 0
         self.budget = max(1 << 16, 4 * lam.numel() * k)
-        # queries whose candidates were dropped here (kept apart from `lam`, which another thread's
-        # read-modify-write may set back to a finite value)
         self.overflow = torch.zeros(lam.numel(), dtype=torch.bool)
 
     def add(self, rows: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, index: torch.Tensor) -> None:
@@ -68,7 +67,8 @@ class _Shortlist:
         merged[group, self.k + slot] = lower
         top = torch.topk(merged, self.k, dim=1).values
         self.low[uniq] = top
-        self.lam[uniq] = torch.maximum(self.lam[uniq], top[:, -1])
+        with self.lock:  # read-modify-write of the shared bound: never lower another thread's value
+            self.lam[uniq] = torch.maximum(self.lam[uniq], top[:, -1])
         self.parts.append((rows, upper, index))
         self.pending += rows.numel()
         if self.pending > self.budget:
@@ -84,7 +84,8 @@ class _Shortlist:
             over = torch.bincount(rows[keep], minlength=self.lam.numel()) > self.cap
             if bool(over.any()):
                 self.overflow |= over
-                self.lam[over] = math.inf  # stop collecting for these queries: they go to float32
+                with self.lock:
+                    self.lam[over] = math.inf  # stop collecting for these queries: they go to float32
                 keep &= ~over[rows]
         kept = (rows[keep], upper[keep], index[keep])
         self.parts, self.pending = [kept], 0
@@ -127,6 +128,7 @@ def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: tor
         chunk_t = torch.empty((width_max, dim), dtype=bound.dtype) if convert else None
         buffer = torch.empty(min(query_block, num_q) * width_max, dtype=bound.dtype)
         ex_cols = pairs[:, 1].contiguous() if pairs is not None else None
+        cold_blocks = set(range(0, num_q, query_block))  # blocks that may still have a query at -inf
         for spec in mine:
             chunk = load_chunk(shards, spec, torch.device("cpu"), torch.float32)
             width, offset = chunk.shape[0], spec.offset
@@ -145,18 +147,22 @@ def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: tor
                     scores[sel[:, 0], sel[:, 1] - offset] = -math.inf
                 fixed_b = fixed[qs:qe]
                 lam_b = lam[qs:qe].clone()
-                if width >= k and bool(torch.isneginf(lam_b).any()):  # no bound yet: the k-th lower end
-                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # among some of this tile's entries
-                    sample = scores[:, : max(k, _COLD_SAMPLE)].index_select(0, cold).float()
-                    a_k = torch.topk(sample, k, dim=1).values[:, k - 1]
-                    lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
+                if qs in cold_blocks and width >= k:  # no bound yet: the k-th lower end among some of
+                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # this tile's entries is one
+                    if cold.numel():
+                        sample = scores[:, : max(k, _COLD_SAMPLE)].index_select(0, cold).float()
+                        a_k = torch.topk(sample, k, dim=1).values[:, k - 1]
+                        lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
+                    if not bool(torch.isneginf(lam_b).any()):
+                        cold_blocks.discard(qs)  # Lambda only grows
                 r, col = _candidates(scores, bound.threshold_from(lam_b, fixed_b))
                 if r.numel():
                     approx = scores[r, col].double()
                     err = bound.error_from(approx, fixed_b[r])
-                    upper = approx + err
-                    keep = upper >= lam_b[r]
-                    shortlist.add(r[keep] + qs, (approx - err)[keep], upper[keep], col[keep] + offset)
+                    if bound.relative:  # drop what the bf16 floor of the threshold let through
+                        keep = approx + err >= lam_b[r]
+                        r, col, approx, err = r[keep], col[keep], approx[keep], err[keep]
+                    shortlist.add(r + qs, approx - err, approx + err, col + offset)
             if bar is not None:
                 bar.update(width)
         return shortlist.prune()
@@ -182,7 +188,8 @@ def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: Ti
     for s0 in range(0, num_q, SUPER_BLOCK):
         s1 = min(s0 + SUPER_BLOCK, num_q)
         lam = torch.full((s1 - s0,), -math.inf, dtype=torch.float64)
-        lists = [_Shortlist(lam, k, cap) for _ in range(threads)]
+        lock = threading.Lock()
+        lists = [_Shortlist(lam, k, cap, lock) for _ in range(threads)]
         args = (bound, q_tile[s0:s1], alpha[s0:s1], q_norm[s0:s1], shards, specs, k, plan.query_block,
                 pairs_in(pairs, s0, s1))
         if threads == 1:
