@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     common_args,
     interleave,
     machine_info,
@@ -39,7 +39,7 @@ from common import (  # noqa: E402
     write_record,
 )
 
-from gcl_hf.retrieval.search import bf16_supported, exact_topk, plan_search  # noqa: E402
+from gcl_hf.retrieval.search import bf16_supported, exact_topk, plan_search
 
 
 def cpu_features() -> dict:
@@ -47,7 +47,7 @@ def cpu_features() -> dict:
     flags: list[str] = []
     model = platform.processor() or platform.machine()
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 model = line.split(":", 1)[1].strip()
@@ -128,7 +128,7 @@ def check_identical(q: np.ndarray, c: np.ndarray, ours: np.ndarray, theirs: np.n
         qr = q[r].astype(np.float64)
         mine, other = c[ours[r]].astype(np.float64) @ qr, c[theirs[r]].astype(np.float64) @ qr
         unexplained += not bool(np.all(np.abs(mine - other) <= tol))
-    return {"rows": int(ours.shape[0]), "rows_differing": int(len(diff_rows)), "rows_unexplained": unexplained}
+    return {"rows": int(ours.shape[0]), "rows_differing": len(diff_rows), "rows_unexplained": unexplained}
 
 
 def main() -> None:
@@ -158,7 +158,7 @@ def main() -> None:
     plan = plan_search(args.queries, "cpu", args.chunk_size, args.query_block, args.k)
     index = faiss.IndexFlatIP(args.dim)
     index.add(c_np)
-    kw = dict(chunk_size=args.chunk_size, query_block=args.query_block)
+    kw = {"chunk_size": args.chunk_size, "query_block": args.query_block}
     results: dict[str, object] = {}
 
     def keep(name, fn):

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk, plan_search
+from gcl_hf.retrieval.search import (
+    build_faiss_index,
+    exact_topk,
+    faiss_topk,
+    plan_search,
+)
 
 
 def _unit(n, d, seed):
@@ -92,7 +97,7 @@ def test_numpy_in_numpy_out_and_shards_and_memmap(tmp_path):
     c, q = _unit(900, 16, 6).numpy(), _unit(20, 16, 7).numpy()
     vals, idx = exact_topk(q, c, 5, chunk_size=128)
     assert isinstance(vals, np.ndarray) and isinstance(idx, np.ndarray)
-    bv, bi = _brute(torch.from_numpy(q), torch.from_numpy(c), 5)
+    _bv, bi = _brute(torch.from_numpy(q), torch.from_numpy(c), 5)
     np.testing.assert_array_equal(idx, bi.numpy())
     # A corpus given as shards (e.g. memory-mapped cache files) gives the same result.
     np.save(tmp_path / "a.npy", c[:400])
@@ -101,21 +106,21 @@ def test_numpy_in_numpy_out_and_shards_and_memmap(tmp_path):
     _, idx2 = exact_topk(q, shards, 5, chunk_size=128)
     np.testing.assert_array_equal(idx2, idx)
     # torch queries against a numpy corpus return tensors
-    v3, i3 = exact_topk(torch.from_numpy(q), c, 5)
+    _v3, i3 = exact_topk(torch.from_numpy(q), c, 5)
     assert isinstance(i3, torch.Tensor) and torch.equal(i3, bi)
 
 
 def test_half_precision_inputs_are_scored_in_float32():
     c, q = _unit(600, 16, 8), _unit(10, 16, 9)
     vals, idx = exact_topk(q.half(), c.half(), 4, chunk_size=100)
-    bv, bi = _brute(q.half().float(), c.half().float(), 4)
+    _bv, bi = _brute(q.half().float(), c.half().float(), 4)
     assert vals.dtype == torch.float32
     assert torch.equal(idx, bi)
 
 
 def test_k_larger_than_corpus_is_clamped():
     c, q = _unit(6, 4, 10), _unit(3, 4, 11)
-    vals, idx = exact_topk(q, c, 50, chunk_size=4)
+    _vals, idx = exact_topk(q, c, 50, chunk_size=4)
     assert idx.shape == (3, 6)
     assert sorted(idx[0].tolist()) == list(range(6))
 
@@ -131,8 +136,8 @@ def test_exclude(form):
         arg = excl
     else:
         arg = torch.tensor([(qi, ci) for qi, ids in excl.items() for ci in ids])
-    vals, idx = exact_topk(q, c, 5, chunk_size=50, exclude=arg)
-    bv, bi = _brute(q, c, 5, exclude=excl)
+    _vals, idx = exact_topk(q, c, 5, chunk_size=50, exclude=arg)
+    _bv, bi = _brute(q, c, 5, exclude=excl)
     assert torch.equal(idx, bi)
     assert int(best[0, 0]) not in idx[0].tolist() and int(best[3, 0]) not in idx[3].tolist()
     _, fi = faiss_topk(build_faiss_index(c), q, 5, exclude=arg)
@@ -176,15 +181,15 @@ def test_plan_and_errors():
 def test_cuda_matches_cpu():
     c, q = _unit(5000, 32, 18), _unit(100, 32, 19)
     v_cpu, i_cpu = exact_topk(q, c, 10, chunk_size=512)
-    v, i = exact_topk(q.cuda(), c, 10, chunk_size=512)  # CPU corpus streamed to the GPU
+    _v, i = exact_topk(q.cuda(), c, 10, chunk_size=512)  # CPU corpus streamed to the GPU
     assert i.is_cuda
     gaps = (v_cpu[:, :-1] - v_cpu[:, 1:]).min(dim=1).values > 1e-5
     assert torch.equal(i.cpu()[gaps], i_cpu[gaps])
 
 
 # ------------------------------------------------------------------ canonical scores, bf16 first pass
-from gcl_hf.retrieval.search_bf16 import bf16_floor, query_terms, score_error_bound  # noqa: E402
-from gcl_hf.retrieval.search_rescore import (  # noqa: E402
+from gcl_hf.retrieval.search_bf16 import bf16_floor, query_terms, score_error_bound
+from gcl_hf.retrieval.search_rescore import (
     canonical_error,
     canonical_scores,
     float32_floor,
@@ -242,8 +247,8 @@ def test_result_does_not_depend_on_tiling_threads_or_batch():
     c = torch.cat([_unit(700, 256, 42), c])
     q = torch.nn.functional.normalize(base + 1e-3 * torch.randn(60, 256, generator=g), dim=1)
     ref_v, ref_i = _canonical_brute(q, c, 20)
-    for kw in [dict(chunk_size=128, query_block=7, num_threads=1), dict(chunk_size=1000, num_threads=2),
-               dict(chunk_size=64, query_block=60, num_threads=3)]:
+    for kw in [{"chunk_size": 128, "query_block": 7, "num_threads": 1}, {"chunk_size": 1000, "num_threads": 2},
+               {"chunk_size": 64, "query_block": 60, "num_threads": 3}]:
         for precision in ("float32", "bf16-rescore"):
             v, i = exact_topk(q, c, 20, precision=precision, **kw)
             assert torch.equal(i, ref_i), (kw, precision)

@@ -25,9 +25,13 @@ from tqdm.auto import tqdm
 
 from gcl_hf.retrieval.faiss_index import build_faiss_index, faiss_topk
 from gcl_hf.retrieval.search_bf16 import BF16_BOUND, bf16_supported
-from gcl_hf.retrieval.search_float32 import MIN_QUERIES_PER_THREAD, SearchPlan, plan_search, stream_topk, threaded_stream_topk
-from gcl_hf.retrieval.search_rescore import FLOAT32_BOUND
-from gcl_hf.retrieval.search_shortlist import DEFAULT_SHORTLIST_CAP, SUPER_BLOCK, shortlist_topk
+from gcl_hf.retrieval.search_float32 import (
+    MIN_QUERIES_PER_THREAD,
+    SearchPlan,
+    plan_search,
+    stream_topk,
+    threaded_stream_topk,
+)
 from gcl_hf.retrieval.search_inputs import (
     Array,
     Exclude,
@@ -36,6 +40,12 @@ from gcl_hf.retrieval.search_inputs import (
     exclude_pairs,
     shards_of,
     torch_threads,
+)
+from gcl_hf.retrieval.search_rescore import FLOAT32_BOUND
+from gcl_hf.retrieval.search_shortlist import (
+    DEFAULT_SHORTLIST_CAP,
+    SUPER_BLOCK,
+    shortlist_topk,
 )
 
 __all__ = ["PRECISIONS", "SearchPlan", "bf16_supported", "build_faiss_index", "exact_topk", "faiss_topk",

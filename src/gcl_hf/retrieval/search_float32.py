@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
-from gcl_hf.retrieval.search_inputs import Array, ChunkSpec, chunk_specs, load_chunk, torch_threads
+from gcl_hf.retrieval.search_inputs import (
+    Array,
+    ChunkSpec,
+    load_chunk,
+    torch_threads,
+)
 from gcl_hf.retrieval.search_rescore import max_row_norm
 
 # Tile sizes (elements of the [query block, chunk] score buffer). On CPU a tile that stays in the

@@ -10,15 +10,14 @@ import contextlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import torch
 
-Array = Union[torch.Tensor, np.ndarray]
+Array = torch.Tensor | np.ndarray
 #: Per-query corpus indices to drop from the ranking: a sequence (one iterable per query), a
 #: mapping query index -> iterable, or an int tensor/array of ``(query, corpus)`` pairs ``[P, 2]``.
-Exclude = Union[Sequence[Iterable[int]], Mapping[int, Iterable[int]], torch.Tensor, np.ndarray, None]
+Exclude = Sequence[Iterable[int]] | Mapping[int, Iterable[int]] | torch.Tensor | np.ndarray | None
 
 
 def as_tensor(x: Array, name: str) -> torch.Tensor:

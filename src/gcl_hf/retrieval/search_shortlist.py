@@ -27,8 +27,21 @@ from typing import Any
 import torch
 
 from gcl_hf.retrieval.search_float32 import plan_search
-from gcl_hf.retrieval.search_inputs import Array, ChunkSpec, chunk_specs, load_chunk, pairs_in, torch_threads
-from gcl_hf.retrieval.search_rescore import FLOAT32_BOUND, TileBound, canonical_scores, max_row_norm, topk_of_pairs
+from gcl_hf.retrieval.search_inputs import (
+    Array,
+    ChunkSpec,
+    chunk_specs,
+    load_chunk,
+    pairs_in,
+    torch_threads,
+)
+from gcl_hf.retrieval.search_rescore import (
+    FLOAT32_BOUND,
+    TileBound,
+    canonical_scores,
+    max_row_norm,
+    topk_of_pairs,
+)
 
 #: Candidates kept per query at most on the bf16 pass; beyond, the query is searched with float32 tiles.
 DEFAULT_SHORTLIST_CAP = 4096
@@ -196,7 +209,7 @@ def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: Ti
             parts = [_scan(0, 1, blas_threads, *args, lists[0], bar)]
         else:
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk") as pool:
-                parts = list(pool.map(lambda t: _scan(t, threads, 1, *args, lists[t], bar), range(threads)))
+                parts = list(pool.map(lambda t, a=args, sl=lists: _scan(t, threads, 1, *a, sl[t], bar), range(threads)))
         rows, upper, index = (torch.cat(p) for p in zip(*parts))
         # Lambda: the k-th largest lower end over all entries (each thread's k largest are in its `low`).
         final = torch.topk(torch.cat([sl.low for sl in lists], dim=1), k, dim=1).values[:, k - 1]
