@@ -12,7 +12,7 @@ top-k taken by (score desc, index asc): the exact canonical top-k, whatever the 
 Work: the corpus chunks are shared round-robin between Python threads with single-threaded torch ops (no
 OpenMP barrier per small op; each chunk is read, converted and its norm bounded once); every thread scores
 all queries against its chunks. ``Lambda`` is shared: any thread's value is a valid lower bound. A tile's
-candidates are found in one pass over it, a maximum over groups of 64 columns (for bf16 tiles on the bits
+candidates are found in one pass over it, a maximum over groups of 128 columns (for bf16 tiles on the bits
 read as int16, exact for positive thresholds), then a comparison inside the groups that reach the
 threshold. A query whose shortlist outgrows the cap is searched again with float32 tiles and no cap.
 """
