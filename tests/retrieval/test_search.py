@@ -423,3 +423,17 @@ def test_bf16_memory_bounded_by_tile():
         exact_topk(q, c, 10, chunk_size=1024, query_block=32, precision="bf16-rescore", num_threads=1)
     biggest = max(e.cpu_memory_usage for e in prof.events())
     assert 0 < biggest < full_bytes / 10
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 5), (3, 64), (7, 3), (64, 256)])
+def test_bf16_matmul_accumulates_in_float32_for_every_shape(rows, cols):
+    # The bound assumes float32 accumulation. 1024 products of 1 x 2^-10 sum to exactly 1 in float32, but a
+    # bf16 accumulator stalls at 0.25-0.5; small shapes go to torch's own kernels, large ones to oneDNN.
+    q = torch.ones(rows, 1024)
+    c = torch.full((cols, 1024), 2.0**-10)
+    q_h, alpha, qn = query_terms(q)
+    approx = torch.mm(q_h, c.to(torch.bfloat16).T)
+    assert torch.equal(approx.float(), torch.ones(rows, cols))
+    canon = torch.ones(rows, cols, dtype=torch.float64)
+    assert ((approx.double() - canon).abs() <= score_error_bound(approx, alpha[:, None], qn[:, None],
+                                                                 max_row_norm(c), 1024)).all()
