@@ -149,7 +149,7 @@ def exact_topk(
         raise ValueError(f"k must be a positive int, got {k!r}")
     shards = shards_of(corpus_embeds)
     num_q, dim = queries.shape
-    chunk_specs(shards, max(int(s.shape[0]) for s in shards) or 1, dim)  # shape errors before any work
+    chunk_specs(shards, max((int(s.shape[0]) for s in shards), default=0) or 1, dim)  # shape errors first
     total = sum(int(s.shape[0]) for s in shards)
     k = min(int(k), total)
     device = queries.device
