@@ -182,10 +182,10 @@ def exact_topk(
         with tqdm(total=total * threads, desc="exact top-k", unit="row", unit_scale=True,
                   disable=not show_progress) as bar:
             if device.type == "cpu":
-                vals, idx, _ = threaded_stream_topk(queries, shards, specs, k, chunk_size, query_block, pairs,
-                                                    threads, bar)
+                vals, idx = threaded_stream_topk(queries, shards, specs, k, chunk_size, query_block, pairs,
+                                                 threads, bar)
             else:
-                vals, idx, _ = stream_topk(queries, shards, specs, k, plan, pairs, bar)
+                vals, idx = stream_topk(queries, shards, specs, k, plan, pairs, bar)
     if as_numpy:
         return vals.cpu().numpy(), idx.cpu().numpy()
     return vals, idx

@@ -2,11 +2,10 @@
 
 :func:`stream_topk` never builds the ``Q x N`` score matrix: it scores one ``[query block, corpus chunk]``
 tile at a time into a reused buffer and keeps a running top-k per query, so memory is bounded by the tile,
-not by the pool. On CPU, after each tile's matmul a per-row maximum (one cheap pass) finds the queries
-whose running k-th score some tile entry beats; for those, the few entries above it are picked by
-comparison and merged (a top-k selection only runs while the running scores are cold), and the queries
-are split across Python threads running single-threaded torch ops, so no OpenMP barrier is paid per
-small op. This keeps the search within a few percent of the bare matmuls.
+not by the pool. On CPU, after each tile's matmul one pass takes the maximum of every 64-column group; the
+few groups that beat a row's running k-th score are searched and their entries merged (a top-k selection
+only runs while the running scores are cold), and the queries are split across Python threads running
+single-threaded torch ops, so no OpenMP barrier is paid per small op.
 
 float32 (and half-precision) queries on CPU go through :mod:`gcl_hf.retrieval.search_shortlist` instead,
 which returns the canonical top-k; :func:`plan_search` is the tiling of both.
@@ -27,7 +26,6 @@ from gcl_hf.retrieval.search_inputs import (
     load_chunk,
     torch_threads,
 )
-from gcl_hf.retrieval.search_rescore import max_row_norm
 
 # Tile sizes (elements of the [query block, chunk] score buffer). On CPU a tile that stays in the
 # last-level cache lets the top-k pass read hot data; on a GPU large tiles keep the SMs busy.
@@ -169,28 +167,20 @@ def _grouped_merge(scores: torch.Tensor, thresh: torch.Tensor, qs: int, run_vals
 
 @torch.inference_mode()
 def stream_topk(queries: torch.Tensor, shards: list[Array], specs: list[ChunkSpec], k: int, plan: SearchPlan,
-                exclude: torch.Tensor | None, bar: Any = None,
-                norm_share: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Running top-k of ``queries`` over the chunks ``specs`` (scores in the tile matmul's precision).
-
-    ``norm_share = (phase, stride)`` also returns an upper bound of the row norms of the chunks whose
-    position is ``phase`` mod ``stride`` (threads sharing one corpus each take a share); else 0.
-    """
+                exclude: torch.Tensor | None, bar: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-k (scores, indices) of ``queries`` over the chunks ``specs``, in the tiles' precision."""
     device = queries.device
     num_q = queries.shape[0]
     run_vals = torch.full((num_q, k), -math.inf, dtype=queries.dtype, device=device)
     run_idx = torch.full((num_q, k), -1, dtype=torch.int64, device=device)
-    norm_max = 0.0
     if num_q == 0 or k == 0:
-        return run_vals, run_idx, norm_max
+        return run_vals, run_idx
     buffer = torch.empty(plan.query_block * plan.chunk_size, dtype=queries.dtype, device=device)
     q_blocks = [(s, min(s + plan.query_block, num_q)) for s in range(0, num_q, plan.query_block)]
     ex_cols = exclude[:, 1].contiguous() if exclude is not None else None
-    for pos, spec in enumerate(specs):
+    for spec in specs:
         chunk = load_chunk(shards, spec, device, queries.dtype)
         offset, width = spec.offset, chunk.shape[0]
-        if norm_share is not None and pos % norm_share[1] == norm_share[0]:
-            norm_max = max(norm_max, max_row_norm(chunk))
         chunk_t = chunk.T
         ex = None
         if exclude is not None and exclude.numel():
@@ -226,13 +216,13 @@ def stream_topk(queries: torch.Tensor, shards: list[Array], specs: list[ChunkSpe
             new_v, new_i = _select_chunk_topk(scores, k, offset)
             run_vals[qs:qe], run_idx[qs:qe] = _merge(run_vals[qs:qe], run_idx[qs:qe], new_v, new_i, k)
     run_idx[torch.isneginf(run_vals)] = -1  # excluded everywhere / fewer than k candidates
-    return run_vals, run_idx, norm_max
+    return run_vals, run_idx
 
 
 def threaded_stream_topk(queries: torch.Tensor, shards: list[Array], specs: list[ChunkSpec], k: int,
                          chunk_size: int | None, query_block: int | None, pairs: torch.Tensor | None,
-                         threads: int, bar: Any = None, with_norms: bool = False,
-                         blas_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+                         threads: int, bar: Any = None,
+                         blas_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`stream_topk` over ``threads`` contiguous query groups in parallel Python threads, each with
     single-threaded torch ops; one group runs in this thread with ``blas_threads`` torch threads (default:
     the current count)."""
@@ -240,7 +230,7 @@ def threaded_stream_topk(queries: torch.Tensor, shards: list[Array], specs: list
     threads = max(1, min(threads, num_q))
     bounds = [(num_q * t // threads, num_q * (t + 1) // threads) for t in range(threads)]
 
-    def run(t: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def run(t: int) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = bounds[t]
         part = None
         if pairs is not None:
@@ -248,11 +238,10 @@ def threaded_stream_topk(queries: torch.Tensor, shards: list[Array], specs: list
             part[:, 0] -= lo
         plan = plan_search(hi - lo, "cpu", chunk_size, query_block, k)
         with torch_threads(1 if threads > 1 else (blas_threads or torch.get_num_threads())):
-            return stream_topk(queries[lo:hi], shards, specs, k, plan, part, bar,
-                               (t, threads) if with_norms else None)
+            return stream_topk(queries[lo:hi], shards, specs, k, plan, part, bar)
 
     if threads == 1:
         return run(0)
     with torch_threads(1), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk") as pool:
         parts = list(pool.map(run, range(threads)))
-    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), max(p[2] for p in parts))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
