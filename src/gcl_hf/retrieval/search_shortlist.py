@@ -1,0 +1,238 @@
+"""The CPU search: a first pass over tiles keeps a shortlist that provably holds the canonical top-k, then
+the shortlist is rescored canonically.
+
+For every tile entry ``a`` the tile precision's bound (:class:`~gcl_hf.retrieval.search_rescore.TileBound`:
+float32, or bf16 from :mod:`~gcl_hf.retrieval.search_bf16`) gives an interval ``[a - E, a + E]`` around the
+canonical score. ``Lambda``, a query's k-th largest lower end, is a lower bound of its canonical k-th
+score (k entries are at least that high), so an entry whose upper end stays below ``Lambda`` cannot be in
+the top-k. The scan keeps every entry whose upper end reaches the running ``Lambda`` (which only grows),
+and at the end the entries whose upper end reaches the final ``Lambda`` are rescored canonically and the
+top-k taken by (score desc, index asc): the exact canonical top-k, whatever the tile precision.
+
+Work: the corpus chunks are shared round-robin between Python threads with single-threaded torch ops (no
+OpenMP barrier per small op; each chunk is read, converted and its norm bounded once); every thread scores
+all queries against its chunks. ``Lambda`` is shared: any thread's value is a valid lower bound. A tile's
+candidates are found in one pass over it, a maximum over groups of 128 columns (for bf16 tiles on the bits
+read as int16, exact for positive thresholds), then a comparison inside the groups that reach the
+threshold. A query whose shortlist outgrows the cap is searched again with float32 tiles and no cap.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from gcl_hf.retrieval.search_float32 import plan_search
+from gcl_hf.retrieval.search_inputs import (
+    Array,
+    ChunkSpec,
+    chunk_specs,
+    load_chunk,
+    pairs_in,
+    torch_threads,
+)
+from gcl_hf.retrieval.search_rescore import (
+    FLOAT32_BOUND,
+    TileBound,
+    canonical_scores,
+    max_row_norm,
+    topk_of_pairs,
+)
+
+#: Candidates kept per query at most on the bf16 pass; beyond, the query is searched with float32 tiles.
+DEFAULT_SHORTLIST_CAP = 4096
+SUPER_BLOCK = 8192  # queries per pass over the corpus (bounds the shortlist memory)
+_GROUP = 128  # columns per group in the candidate scan
+_COLD_SAMPLE = 512  # columns whose k-th score starts a query's Lambda (any subset gives a valid bound)
+
+
+class _Shortlist:
+    """One thread's candidates for a block of queries.
+
+    ``low`` holds, per query, the ``k`` largest lower ends among the candidates seen (its last column is
+    the thread's ``Lambda``); ``lam`` is shared by the threads and holds the largest ``Lambda`` any of
+    them has reached. The candidates (row, upper end, index) are appended flat and filtered against
+    ``lam`` whenever they have grown enough since the last filtering (no sort: ``Lambda`` is kept
+    up to date tile by tile in ``low``). A query with more than ``cap`` candidates gets ``lam = +inf``
+    (nothing more is collected for it) and goes to the float32 search.
+    """
+
+    def __init__(self, lam: torch.Tensor, k: int, cap: int | None, lock: threading.Lock) -> None:
+        self.lam, self.k, self.cap, self.lock = lam, k, cap, lock
+        self.low = torch.full((lam.numel(), k), -math.inf, dtype=torch.float64)
+        self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.pending = 0
+        self.budget = max(1 << 16, 4 * lam.numel() * k)
+        self.overflow = torch.zeros(lam.numel(), dtype=torch.bool)
+
+    def add(self, rows: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, index: torch.Tensor) -> None:
+        """Append candidates (``rows`` in non-decreasing order) and raise ``low`` / ``lam`` with them."""
+        uniq, counts = torch.unique_consecutive(rows, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        group = torch.repeat_interleave(torch.arange(uniq.numel()), counts)
+        slot = torch.arange(rows.numel()) - starts[group]
+        merged = torch.full((uniq.numel(), self.k + int(counts.max())), -math.inf, dtype=torch.float64)
+        merged[:, : self.k] = self.low[uniq]
+        merged[group, self.k + slot] = lower
+        top = torch.topk(merged, self.k, dim=1).values
+        self.low[uniq] = top
+        with self.lock:  # read-modify-write of the shared bound: never lower another thread's value
+            self.lam[uniq] = torch.maximum(self.lam[uniq], top[:, -1])
+        self.parts.append((rows, upper, index))
+        self.pending += rows.numel()
+        if self.pending > self.budget:
+            self.prune()
+
+    def prune(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.parts:
+            empty = torch.empty(0, dtype=torch.int64)
+            return empty, torch.empty(0, dtype=torch.float64), empty
+        rows, upper, index = (torch.cat(p) for p in zip(*self.parts))
+        keep = upper >= self.lam[rows]
+        if self.cap is not None:
+            over = torch.bincount(rows[keep], minlength=self.lam.numel()) > self.cap
+            if bool(over.any()):
+                self.overflow |= over
+                with self.lock:
+                    self.lam[over] = math.inf  # stop collecting for these queries: they go to float32
+                keep &= ~over[rows]
+        kept = (rows[keep], upper[keep], index[keep])
+        self.parts, self.pending = [kept], 0
+        self.budget = max(self.budget, 2 * kept[0].numel())
+        return kept
+
+
+def _candidates(scores: torch.Tensor, thresh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(row, column)`` of the tile entries ``>= thresh`` (per row), in row-major order."""
+    rows, width = scores.shape
+    if width % _GROUP:
+        return (scores >= thresh.unsqueeze(1)).nonzero(as_tuple=True)
+    limit = thresh
+    if scores.dtype == torch.bfloat16:
+        bits = thresh.view(torch.int16)
+        if not bool((bits > 0).all()):
+            return (scores >= thresh.unsqueeze(1)).nonzero(as_tuple=True)
+        # For a threshold > +0, bf16 order agrees with the int16 order of the bits (negative numbers,
+        # -0 and -inf have negative bits), and an integer max is much cheaper than a bf16 one.
+        scores, limit = scores.view(torch.int16), bits
+    grouped = scores.view(rows, width // _GROUP, _GROUP)
+    hit_r, hit_g = (grouped.amax(dim=2) >= limit.unsqueeze(1)).nonzero(as_tuple=True)
+    if hit_r.numel() == 0:
+        return hit_r, hit_g
+    inner_h, inner_c = (grouped[hit_r, hit_g] >= limit[hit_r].unsqueeze(1)).nonzero(as_tuple=True)
+    return hit_r[inner_h], hit_g[inner_h] * _GROUP + inner_c
+
+
+@torch.inference_mode()
+def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: torch.Tensor, alpha: torch.Tensor,
+          q_norm: torch.Tensor, shards: list[Array], specs: list[ChunkSpec], k: int, query_block: int,
+          pairs: torch.Tensor | None, shortlist: _Shortlist, bar: Any) -> tuple[torch.Tensor, ...]:
+    """Thread ``t``: score all queries of the block against chunks ``t, t + threads, ...``."""
+    with torch_threads(1 if threads > 1 else blas_threads):
+        num_q, dim = q_tile.shape
+        lam = shortlist.lam
+        mine = specs[t::threads]
+        width_max = max((s.stop - s.start for s in mine), default=0)
+        convert = bound.dtype != torch.float32
+        chunk_t = torch.empty((width_max, dim), dtype=bound.dtype) if convert else None
+        buffer = torch.empty(min(query_block, num_q) * width_max, dtype=bound.dtype)
+        ex_cols = pairs[:, 1].contiguous() if pairs is not None else None
+        cold_blocks = set(range(0, num_q, query_block))  # blocks that may still have a query at -inf
+        for spec in mine:
+            chunk = load_chunk(shards, spec, torch.device("cpu"), torch.float32)
+            width, offset = chunk.shape[0], spec.offset
+            fixed = bound.fixed(alpha, q_norm, max_row_norm(chunk), dim)
+            if convert:
+                chunk = chunk_t[:width].copy_(chunk)
+            ex = None
+            if ex_cols is not None:
+                lo, hi = int(torch.searchsorted(ex_cols, offset)), int(torch.searchsorted(ex_cols, offset + width))
+                ex = pairs[lo:hi] if hi > lo else None
+            for qs in range(0, num_q, query_block):
+                qe = min(qs + query_block, num_q)
+                scores = buffer[: (qe - qs) * width].view(qe - qs, width)
+                torch.mm(q_tile[qs:qe], chunk.T, out=scores)
+                if ex is not None and (sel := pairs_in(ex, qs, qe)) is not None:
+                    scores[sel[:, 0], sel[:, 1] - offset] = -math.inf
+                fixed_b = fixed[qs:qe]
+                lam_b = lam[qs:qe].clone()
+                if qs in cold_blocks and width >= k:  # no bound yet: the k-th lower end among some of
+                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # this tile's entries is one
+                    if cold.numel():
+                        sample = scores[:, : max(k, _COLD_SAMPLE)].index_select(0, cold).float()
+                        a_k = torch.topk(sample, k, dim=1).values[:, k - 1]
+                        lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
+                    if not bool(torch.isneginf(lam_b).any()):
+                        cold_blocks.discard(qs)  # Lambda only grows
+                r, col = _candidates(scores, bound.threshold_from(lam_b, fixed_b))
+                if r.numel():
+                    approx = scores[r, col].double()
+                    err = bound.error_from(approx, fixed_b[r])
+                    if bound.relative:  # drop what the bf16 floor of the threshold let through
+                        keep = approx + err >= lam_b[r]
+                        r, col, approx, err = r[keep], col[keep], approx[keep], err[keep]
+                    shortlist.add(r + qs, approx - err, approx + err, col + offset)
+            if bar is not None:
+                bar.update(width)
+        return shortlist.prune()
+
+
+@torch.inference_mode()
+def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: TileBound = FLOAT32_BOUND, *,
+                   chunk_size: int | None = None, query_block: int | None = None,
+                   pairs: torch.Tensor | None = None, threads: int = 1, cap: int | None = None, bar: Any = None,
+                   blas_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Canonical top-``k`` (scores, indices) of float32 CPU ``queries`` through a first pass in ``bound``'s
+    precision (see the module doc). ``cap`` bounds each query's shortlist (None: no bound). Runs best
+    under ``torch.set_num_threads(1)``; ``blas_threads`` is what the matmuls use when ``threads`` is 1."""
+    num_q, dim = queries.shape
+    if cap is not None and cap < k:
+        raise ValueError(f"shortlist_cap must be >= k ({k}), got {cap}")
+    plan = plan_search(min(num_q, SUPER_BLOCK), "cpu", chunk_size, query_block, k)
+    specs = chunk_specs(shards, plan.chunk_size, dim)
+    threads = max(1, min(threads, len(specs)))
+    blas_threads = blas_threads or torch.get_num_threads()
+    q_tile, alpha, q_norm = bound.terms(queries)
+    band_rows, band_cols, fallback = [], [], []
+    for s0 in range(0, num_q, SUPER_BLOCK):
+        s1 = min(s0 + SUPER_BLOCK, num_q)
+        lam = torch.full((s1 - s0,), -math.inf, dtype=torch.float64)
+        lock = threading.Lock()
+        lists = [_Shortlist(lam, k, cap, lock) for _ in range(threads)]
+        args = (bound, q_tile[s0:s1], alpha[s0:s1], q_norm[s0:s1], shards, specs, k, plan.query_block,
+                pairs_in(pairs, s0, s1))
+        if threads == 1:
+            parts = [_scan(0, 1, blas_threads, *args, lists[0], bar)]
+        else:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk") as pool:
+                parts = list(pool.map(lambda t, a=args, sl=lists: _scan(t, threads, 1, *a, sl[t], bar), range(threads)))
+        rows, upper, index = (torch.cat(p) for p in zip(*parts))
+        # Lambda: the k-th largest lower end over all entries (each thread's k largest are in its `low`).
+        final = torch.topk(torch.cat([sl.low for sl in lists], dim=1), k, dim=1).values[:, k - 1]
+        overflow = torch.stack([sl.overflow for sl in lists]).any(0)
+        band = upper >= final[rows]
+        if cap is not None:
+            overflow |= torch.bincount(rows[band], minlength=s1 - s0) > cap
+        band &= ~overflow[rows]
+        band_rows.append(rows[band] + s0)
+        band_cols.append(index[band])
+        fallback.append(overflow.nonzero().squeeze(1) + s0)
+    rows, cols = torch.cat(band_rows), torch.cat(band_cols)
+    vals, idx = topk_of_pairs(rows, cols, canonical_scores(queries, shards, rows, cols, threads), num_q, k)
+    redo = torch.cat(fallback)
+    if redo.numel():  # shortlists over the cap: float32 tiles, no cap
+        position = torch.full((num_q,), -1, dtype=torch.int64)
+        position[redo] = torch.arange(redo.numel())
+        sub = None
+        if pairs is not None and pairs.numel():
+            mapped = position[pairs[:, 0]]
+            sub = torch.stack([mapped[mapped >= 0], pairs[mapped >= 0, 1]], dim=1)
+        v, i = shortlist_topk(queries.index_select(0, redo), shards, k, FLOAT32_BOUND, chunk_size=chunk_size,
+                              query_block=query_block, pairs=sub, threads=threads, bar=None,
+                              blas_threads=blas_threads)
+        vals[redo], idx[redo] = v, i
+    return vals, idx
