@@ -1,6 +1,6 @@
 """The demo's tiny CLIP-like backbone, its word-level tokenizer and its processor.
 
-The tokenizer's vocabulary is every word a scene caption can contain (:func:`caption_vocabulary`),
+The tokenizer's vocabulary is every word a demo caption can contain (:func:`caption_vocabulary`),
 so captions never hit ``<|unk|>`` and sequences stay short. The backbone is a plain
 ``transformers.CLIPModel`` from a small config: it trains at batch 128 on two CPU cores in a
 fraction of a second per step, and any code that handles CLIP handles it.
@@ -17,14 +17,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
 from gcl_hf.testing import tiny_image_processor
-from gcl_hf.demo.scenes import caption_vocabulary, max_caption_words
+from gcl_hf.demo.items import ItemLayout, caption_vocabulary, max_caption_words
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
 
 
-def demo_max_length(max_objects: int = 3) -> int:
-    """Token budget that fits every caption of ≤ ``max_objects`` objects (+ BOS/EOS)."""
-    return max_caption_words(max_objects) + 2
+def demo_max_length(layout: ItemLayout = ItemLayout()) -> int:
+    """Token budget that fits every caption of ``layout`` (+ BOS/EOS)."""
+    return max_caption_words(layout) + 2
 
 
 @dataclass
