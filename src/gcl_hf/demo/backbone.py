@@ -86,6 +86,21 @@ def build_demo_backbone(tokenizer: PreTrainedTokenizerFast | None = None, seed: 
     return CLIPModel(clip_config)
 
 
+def normalize_pixels(stacked: torch.Tensor, processor: CLIPProcessor) -> torch.Tensor:
+    """Rescale and normalise ``[N, H, W, 3]`` uint8 pixels as ``processor``'s image processor does (no resize
+    or crop: the images must already have its crop size) → ``[N, 3, H, W]`` float32."""
+    ip = processor.image_processor
+    crop = (ip.crop_size["height"], ip.crop_size["width"])
+    if stacked.ndim != 4 or tuple(stacked.shape[1:3]) != crop or stacked.shape[3] != 3:
+        raise ValueError(f"normalize_pixels expects [N, {crop[0]}, {crop[1]}, 3] pixels, got {tuple(stacked.shape)}")
+    scale = torch.full((3,), float(ip.rescale_factor) if ip.do_rescale else 1.0)
+    shift = torch.zeros(3)
+    if ip.do_normalize:
+        std = torch.tensor(ip.image_std, dtype=torch.float32)
+        scale, shift = scale / std, -torch.tensor(ip.image_mean, dtype=torch.float32) / std
+    return torch.addcmul(shift, stacked.float(), scale).permute(0, 3, 1, 2).contiguous()
+
+
 def pixel_values(images: Sequence, processor: CLIPProcessor) -> torch.Tensor:
     """``processor(images=images).pixel_values`` for the demo's images, vectorised.
 
@@ -97,10 +112,4 @@ def pixel_values(images: Sequence, processor: CLIPProcessor) -> torch.Tensor:
     crop = (ip.crop_size["height"], ip.crop_size["width"])
     if not images or any(getattr(im, "mode", None) != "RGB" or im.size[::-1] != crop for im in images):
         return processor(images=list(images), return_tensors="pt")["pixel_values"]
-    stacked = torch.from_numpy(np.stack([np.asarray(im) for im in images]))  # [N, H, W, 3] uint8
-    scale = torch.full((3,), float(ip.rescale_factor) if ip.do_rescale else 1.0)
-    shift = torch.zeros(3)
-    if ip.do_normalize:
-        std = torch.tensor(ip.image_std, dtype=torch.float32)
-        scale, shift = scale / std, -torch.tensor(ip.image_mean, dtype=torch.float32) / std
-    return torch.addcmul(shift, stacked.float(), scale).permute(0, 3, 1, 2).contiguous()
+    return normalize_pixels(torch.from_numpy(np.stack([np.asarray(im) for im in images])), processor)

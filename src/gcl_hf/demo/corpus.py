@@ -15,6 +15,7 @@ caption content), and every test group has its own linked objects. The same conf
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -28,8 +29,8 @@ from tqdm.auto import tqdm
 from gcl_hf.demo.items import DemoItem, ItemLayout, caption, is_held_out, sample_group, sample_item
 from gcl_hf.demo.scenes import render_scene
 
-__all__ = ["DemoCorpus", "DemoCorpusConfig", "GROUP_SIZE", "build_demo_corpus", "build_test_split",
-           "build_train_split"]
+__all__ = ["DemoCorpus", "DemoCorpusConfig", "GROUP_SIZE", "TrainPairs", "build_demo_corpus", "build_test_split",
+           "build_train_split", "render_train_pairs"]
 
 #: Items per test group (two image-only × two text-only variants).
 GROUP_SIZE = 4
@@ -73,16 +74,21 @@ class DemoCorpusConfig:
 class DemoCorpus:
     """The built corpus.
 
-    ``train``: columns ``id``, ``image`` (``datasets.Image``), ``text``, ``item`` (JSON of the item).
+    ``train_pairs``: the rendered train pairs (:class:`TrainPairs`); ``train`` is the same as a
+    ``datasets.Dataset`` (columns ``id``, ``image``, ``text``, ``item``; built on first access).
     ``test``: ``id``, ``group``, ``image``/``text`` (candidate view), ``query_image``/``query_text`` (query
     view), ``image_path``/``query_image_path`` (PNG paths relative to ``image_root``), ``item`` and the
     content keys ``image_key``, ``text_key``, ``fused_key`` (equal keys: indistinguishable content).
     """
 
     config: DemoCorpusConfig
-    train: datasets.Dataset
+    train_pairs: "TrainPairs"
     test: datasets.Dataset
     image_root: str
+
+    @functools.cached_property
+    def train(self) -> datasets.Dataset:
+        return self.train_pairs.to_dataset()
 
     def tasks(self, pool: str = "mixed", exclude_counterparts: bool = True, k: tuple[int, ...] = (1, 5, 10)):
         """The nine per-cell retrieval tasks (see :func:`gcl_hf.demo.tasks.build_retrieval_tasks`)."""
@@ -150,19 +156,46 @@ def _view(config: DemoCorpusConfig, item: DemoItem, split: int, index: int, view
     return _png(image), caption(item, rng)
 
 
-def build_train_split(config: DemoCorpusConfig, progress: bool = True) -> datasets.Dataset:
-    """``config.num_train`` (image, caption) pairs of items on the training side of the split."""
+@dataclass
+class TrainPairs:
+    """The rendered train pairs: ``images`` ``[N, H, W, 3]`` uint8, one ``texts`` caption and one ``items``
+    JSON per pair (kept as arrays: training needs no PNG round trip)."""
+
+    images: np.ndarray
+    texts: list[str]
+    items: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def to_dataset(self) -> datasets.Dataset:
+        """As a ``datasets.Dataset``: ``id``, ``image`` (PNG, ``datasets.Image``), ``text``, ``item``."""
+        from PIL import Image
+
+        rows = {"id": [f"train-{i:06d}" for i in range(len(self))],
+                "image": [{"bytes": _png(Image.fromarray(a)), "path": None} for a in self.images],
+                "text": list(self.texts), "item": list(self.items)}
+        string = datasets.Value("string")
+        features = datasets.Features({"id": string, "image": datasets.Image(), "text": string, "item": string})
+        return datasets.Dataset.from_dict(rows, features=features)
+
+
+def render_train_pairs(config: DemoCorpusConfig, progress: bool = True) -> TrainPairs:
+    """``config.num_train`` (picture, caption) pairs of items on the training side of the split."""
     items = sample_train_items(config)
-    rows: dict[str, list] = {"id": [], "image": [], "text": [], "item": []}
+    size = config.image_size
+    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
+    texts = []
     for i, item in enumerate(tqdm(items, desc="render train", disable=not progress)):
-        png, text = _view(config, item, _TRAIN, i, 0)
-        rows["id"].append(f"train-{i:06d}")
-        rows["image"].append({"bytes": png, "path": None})
-        rows["text"].append(text)
-        rows["item"].append(item.to_json())
-    string = datasets.Value("string")
-    features = datasets.Features({"id": string, "image": datasets.Image(), "text": string, "item": string})
-    return datasets.Dataset.from_dict(rows, features=features)
+        rng = np.random.default_rng([config.seed, _TRAIN, i, 0])
+        images[i] = np.asarray(render_scene(item.picture, size, rng, jitter=config.jitter))
+        texts.append(caption(item, rng))
+    return TrainPairs(images, texts, [item.to_json() for item in items])
+
+
+def build_train_split(config: DemoCorpusConfig, progress: bool = True) -> datasets.Dataset:
+    """:func:`render_train_pairs` as a ``datasets.Dataset`` (``id``, ``image``, ``text``, ``item``)."""
+    return render_train_pairs(config, progress).to_dataset()
 
 
 def build_test_split(config: DemoCorpusConfig, image_root: str | os.PathLike, progress: bool = True) -> datasets.Dataset:
@@ -198,10 +231,10 @@ def build_test_split(config: DemoCorpusConfig, image_root: str | os.PathLike, pr
 
 def build_demo_corpus(output_dir: str | os.PathLike, config: DemoCorpusConfig | None = None,
                       progress: bool = True) -> DemoCorpus:
-    """Render the train split (in memory) and the test split (PNGs under ``output_dir/images``)."""
+    """Render the train pairs (in memory) and the test split (PNGs under ``output_dir/images``)."""
     config = config or DemoCorpusConfig()
     image_root = Path(output_dir) / "images"
     test = build_test_split(config, image_root, progress=progress)
-    train = build_train_split(config, progress=progress)
+    train = render_train_pairs(config, progress=progress)
     (image_root / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    return DemoCorpus(config=config, train=train, test=test, image_root=str(image_root))
+    return DemoCorpus(config=config, train_pairs=train, test=test, image_root=str(image_root))
