@@ -22,6 +22,8 @@ __all__ = ["gap_projection", "plot_demo"]
 
 _COLOURS = {"image": "#1f77b4", "text": "#d62728", "fused": "#2ca02c"}
 _MODEL_COLOURS = ("0.65", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b")
+#: Centroid marker areas, drawn largest first, so coinciding centroids show as nested crosses.
+_CENTROID_SIZES = {"image": 420, "text": 220, "fused": 90}
 
 
 def gap_projection(embeds: dict[str, Any]) -> dict[str, "np.ndarray"]:
@@ -53,12 +55,10 @@ def _scatter(fig: Any, cell: Any, result: "DemoResult", model: str, limits: tupl
     ax = fig.add_subplot(cell)
     for name, xy in xy_by_modality.items():
         ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.25, color=_COLOURS[name], label=name, zorder=1)
-    for name, xy in xy_by_modality.items():
+    for name, xy in xy_by_modality.items():  # concentric: all three stay visible when centroids coincide
         c = xy.mean(axis=0)
-        ax.scatter([c[0]], [c[1]], s=220, marker="X", color=_COLOURS[name], edgecolors="black", linewidths=1.5,
-                   zorder=5)
-        ax.annotate(name, (c[0], c[1]), xytext=(7, 7), textcoords="offset points", fontsize=8, weight="bold",
-                    zorder=6, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=_COLOURS[name], alpha=0.9))
+        ax.scatter([c[0]], [c[1]], s=_CENTROID_SIZES[name], marker="X", color=_COLOURS[name], edgecolors="black",
+                   linewidths=1.2, zorder=5)
     gap = results["seeds"][str(coords.seed)]["models"][model]["modality_gap"]["centroid_distance"]["image-text"]
     ax.set_title(f"{results['models'][model]['label']} (seed {coords.seed})\nimage–text gap {gap:.3f}", fontsize=10)
     (x0, x1), (y0, y1) = limits
@@ -67,8 +67,6 @@ def _scatter(fig: Any, cell: Any, result: "DemoResult", model: str, limits: tupl
     ax.tick_params(labelsize=7)
     ax.set_xlabel("text ← centroid direction → image", fontsize=8)
     if first:
-        ax.legend(loc="lower left", fontsize=8, markerscale=3, framealpha=0.9, title="candidates (X: centroid)",
-                  title_fontsize=7)
         ax.set_ylabel("top other principal axis", fontsize=8)
 
 
@@ -123,6 +121,14 @@ def plot_demo(result: "DemoResult", path: str | os.PathLike) -> str | None:
     lo, hi = stacked.min(axis=0) - pad, stacked.max(axis=0) + pad
     for j, m in enumerate(models):
         _scatter(fig, grid[0, j], result, m, ((lo[0], hi[0]), (lo[1], hi[1])), first=j == 0)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=6, color=_COLOURS[n], alpha=0.6,
+                      label=f"{n} candidates") for n in _COLOURS]
+    handles += [Line2D([], [], linestyle="", marker="X", markersize=size ** 0.5 * 0.75, color=_COLOURS[n],
+                       markeredgecolor="black", label=f"{n} centroid") for n, size in _CENTROID_SIZES.items()]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=len(handles), fontsize=8,
+               frameon=False)
     _bars(fig, grid[1, :], results, "mixed")
     _bars(fig, grid[2, :], results, "local")
     fig.suptitle("gcl-hf demo: +CL vs +GCL fine-tuning from the same pre-trained start (complementary "
