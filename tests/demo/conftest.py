@@ -7,8 +7,8 @@ import pytest
 import torch
 
 #: Much smaller than --quick: the whole pipeline (2 seeds, 4 models) in seconds.
-TINY = dict(seeds=(0, 1), num_train=160, num_test=16, pretrain_steps=6, steps=3, batch_size=32, eval_batch_size=64,
-            num_threads=1, progress=False, gallery_queries=2)
+TINY = {"seeds": (0, 1), "num_train": 160, "num_test": 16, "pretrain_steps": 6, "steps": 3, "batch_size": 32,
+        "eval_batch_size": 64, "num_threads": 1, "progress": False, "gallery_queries": 2}
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,20 @@ import pytest
 import torch
 
 from gcl_hf.benchmarks.task import MODALITIES
-from gcl_hf.demo.backbone import DemoBackboneConfig, build_demo_backbone, build_demo_processor, pixel_values
+from gcl_hf.demo.backbone import (
+    DemoBackboneConfig,
+    build_demo_backbone,
+    build_demo_processor,
+    pixel_values,
+)
 from gcl_hf.demo.corpus import DemoCorpusConfig, build_demo_corpus
 from gcl_hf.demo.items import DemoItem
-from gcl_hf.demo.tasks import build_retrieval_tasks, candidate_id, query_id, relevant_items
+from gcl_hf.demo.tasks import (
+    build_retrieval_tasks,
+    candidate_id,
+    query_id,
+    relevant_items,
+)
 
 TINY = DemoCorpusConfig(num_train=40, num_test=24, seed=3)
 #: Relevant candidates per query in each cell of a 2x2 group (see gcl_hf.demo.tasks).

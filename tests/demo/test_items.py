@@ -15,7 +15,15 @@ from gcl_hf.demo.items import (
     sample_group,
     sample_item,
 )
-from gcl_hf.demo.scenes import COLOURS, GRID, POSITION_PHRASES, SIZES, Scene, SceneObject, render_scene
+from gcl_hf.demo.scenes import (
+    COLOURS,
+    GRID,
+    POSITION_PHRASES,
+    SIZES,
+    Scene,
+    SceneObject,
+    render_scene,
+)
 
 
 def _named(text: str, o: SceneObject) -> bool:
@@ -29,7 +37,7 @@ def test_caption_names_linked_and_text_only_objects_never_image_only():
         layout = ItemLayout(linked=1 + i % 3, image_only=i % 2 + 1, text_only=1 + i % 2)
         item = sample_item(rng, layout)
         text = caption(item, rng)
-        head, marker, tail = next((text.partition(m) for m in MARKERS if m in text))
+        head, marker, tail = next(text.partition(m) for m in MARKERS if m in text)
         assert marker, text
         assert all(_named(head, o) for o in item.linked), text
         assert all(_named(tail, o) and not _named(head, o) for o in item.text_only), text

@@ -11,7 +11,13 @@ from gcl_hf import GCLModel
 from gcl_hf.demo.backbone import build_demo_backbone, build_demo_processor
 from gcl_hf.demo.config import ARMS, Arm, DemoConfig
 from gcl_hf.demo.corpus import DemoCorpusConfig, build_demo_corpus
-from gcl_hf.demo.evaluation import CELLS, PoolEmbeddings, encode_test_pool, score_cells, score_local_pools
+from gcl_hf.demo.evaluation import (
+    CELLS,
+    PoolEmbeddings,
+    encode_test_pool,
+    score_cells,
+    score_local_pools,
+)
 from gcl_hf.demo.pipeline import comparable, run_demo
 from gcl_hf.demo.run import build_parser, config_from_args, main
 from gcl_hf.retrieval.evaluation import evaluate_retrieval
@@ -24,9 +30,12 @@ MODELS = ["pretrained", "cl", "gcl", "gcl-pair"]
 
 
 def test_same_config_same_numbers(tmp_path):
-    small = dict(TINY, seeds=(3,), arms=ARMS[:2], gallery_queries=0, plot=False)
+    small = {**TINY, "seeds": (3,), "arms": ARMS[:2], "gallery_queries": 0, "plot": False}
     runs = [run_demo(DemoConfig(output_dir=str(tmp_path / name), **small)) for name in ("a", "b")]
-    on_disk = [json.loads(open(r.results_path).read()) for r in runs]
+    on_disk = []
+    for run in runs:
+        with open(run.results_path) as f:
+            on_disk.append(json.load(f))
     assert on_disk[0] == json.loads(json.dumps(runs[0].results))  # results.json is what the run returned
     assert comparable(on_disk[0]) == comparable(on_disk[1])
     assert on_disk[0]["seeds"]["3"]["models"]["gcl"]["cells"]["fused->fused"]  # not vacuously equal

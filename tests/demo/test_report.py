@@ -107,7 +107,8 @@ class _Page(HTMLParser):
 
 def test_gallery_is_self_contained_and_marks_hits(tiny_run):
     result = tiny_run
-    page_text = open(result.gallery_path, encoding="utf-8").read()
+    with open(result.gallery_path, encoding="utf-8") as f:
+        page_text = f.read()
     assert page_text == render_gallery(result, per_cell=2, arms=("cl", "gcl"))
     assert "http://" not in page_text and "https://" not in page_text and "url(" not in page_text
     page = _Page()

@@ -8,23 +8,23 @@ fraction of a second per step, and any code that handles CLIP handles it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
-from gcl_hf.testing import tiny_image_processor
 from gcl_hf.demo.items import ItemLayout, caption_vocabulary, max_caption_words
+from gcl_hf.testing import tiny_image_processor
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
 
 
-def demo_max_length(layout: ItemLayout = ItemLayout()) -> int:
-    """Token budget that fits every caption of ``layout`` (+ BOS/EOS)."""
-    return max_caption_words(layout) + 2
+def demo_max_length(layout: ItemLayout | None = None) -> int:
+    """Token budget that fits every caption of ``layout`` (default: the default layout) + BOS/EOS."""
+    return max_caption_words(layout or ItemLayout()) + 2
 
 
 @dataclass
@@ -68,8 +68,8 @@ def build_demo_processor(tokenizer: PreTrainedTokenizerFast | None = None, image
 def demo_clip_config(tokenizer: PreTrainedTokenizerFast, config: DemoBackboneConfig | None = None) -> CLIPConfig:
     """The ``CLIPConfig`` of the demo backbone, with the tokenizer's vocabulary and special ids."""
     c = config or DemoBackboneConfig()
-    common = dict(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-                  num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads)
+    common = {"hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
+              "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads}
     text = dict(common, vocab_size=len(tokenizer), max_position_embeddings=c.max_length,
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)

@@ -8,7 +8,7 @@ from typing import Any
 from gcl_hf.demo.backbone import DemoBackboneConfig, demo_max_length
 from gcl_hf.demo.corpus import DemoCorpusConfig
 
-__all__ = ["ARMS", "Arm", "BASELINE", "CLAIM_ARM", "DemoConfig", "PRETRAINED", "PRETRAIN_ARM"]
+__all__ = ["ARMS", "BASELINE", "CLAIM_ARM", "PRETRAINED", "PRETRAIN_ARM", "Arm", "DemoConfig"]
 
 #: Result key of the pre-trained model (the start of every arm).
 PRETRAINED = "pretrained"
@@ -75,7 +75,7 @@ class DemoConfig:
     progress: bool = True
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "DemoConfig":
+    def quick(cls, **overrides: Any) -> DemoConfig:
         """A CI-sized run (well under a minute on 2 cores): fewer pairs, test items and steps."""
         base = cls(num_train=2_000, num_test=96, pretrain_steps=60, steps=30, batch_size=64,
                    pretrain_warmup_steps=6, eval_batch_size=128)

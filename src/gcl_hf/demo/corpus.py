@@ -26,11 +26,26 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from gcl_hf.demo.items import DemoItem, ItemLayout, caption, is_held_out, sample_group, sample_item
+from gcl_hf.demo.items import (
+    DemoItem,
+    ItemLayout,
+    caption,
+    is_held_out,
+    sample_group,
+    sample_item,
+)
 from gcl_hf.demo.scenes import render_scene
 
-__all__ = ["DemoCorpus", "DemoCorpusConfig", "GROUP_SIZE", "TrainPairs", "build_demo_corpus", "build_test_split",
-           "build_train_split", "render_train_pairs"]
+__all__ = [
+    "GROUP_SIZE",
+    "DemoCorpus",
+    "DemoCorpusConfig",
+    "TrainPairs",
+    "build_demo_corpus",
+    "build_test_split",
+    "build_train_split",
+    "render_train_pairs",
+]
 
 #: Items per test group (two image-only × two text-only variants).
 GROUP_SIZE = 4
@@ -53,7 +68,7 @@ class DemoCorpusConfig:
     seed: int = 0
 
     @classmethod
-    def quick(cls, **overrides: object) -> "DemoCorpusConfig":
+    def quick(cls, **overrides: object) -> DemoCorpusConfig:
         """A small preset for smoke runs: 2,000 train pairs, 96 test items."""
         return replace(cls(num_train=2_000, num_test=96), **overrides)
 
@@ -63,7 +78,7 @@ class DemoCorpusConfig:
                              f"(2x2 test groups), got num_train={self.num_train}, num_test={self.num_test}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        self.layout  # validates the object counts
+        _ = self.layout  # validates the object counts
 
     @property
     def layout(self) -> ItemLayout:
@@ -82,7 +97,7 @@ class DemoCorpus:
     """
 
     config: DemoCorpusConfig
-    train_pairs: "TrainPairs"
+    train_pairs: TrainPairs
     test: datasets.Dataset
     image_root: str
 

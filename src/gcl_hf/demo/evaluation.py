@@ -53,7 +53,7 @@ def encode_test_pool(model: Any, processor: Any, tasks: list[RetrievalTask], *, 
     for task in tasks:
         query_sets.setdefault(MODALITY_LABELS[task.meta["query_modality"]], task.queries)
     total = len(corpus) + sum(len(q) for q in query_sets.values())
-    common = dict(image_root=tasks[0].image_root, batch_size=batch_size, show_progress=False)
+    common = {"image_root": tasks[0].image_root, "batch_size": batch_size, "show_progress": False}
     with tqdm(total=total, desc=desc, unit="item", disable=not progress) as bar:
         corpus_emb = encode_dataset(model, processor, corpus, **common)
         bar.update(len(corpus))

@@ -57,7 +57,7 @@ def _content(label: str, png: bytes | None, text: str | None) -> str:
     return "".join(parts)
 
 
-def render_gallery(result: "DemoResult", per_cell: int = 3, arms: tuple[str, str] = ("cl", "gcl")) -> str:
+def render_gallery(result: DemoResult, per_cell: int = 3, arms: tuple[str, str] = ("cl", "gcl")) -> str:
     """The gallery page as a string (see the module docstring)."""
     art, results = result.first_seed, result.results
     for arm in arms:
@@ -72,14 +72,14 @@ def render_gallery(result: "DemoResult", per_cell: int = 3, arms: tuple[str, str
     labels = {m: results["models"][m]["label"] for m in arms}
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
            "<title>gcl-hf demo: retrieval gallery</title>", f"<style>{_CSS}</style></head><body>",
-           f"<h1>gcl-hf demo: top-5 of {html.escape(labels[arms[0]])} and {html.escape(labels[arms[1]])}, "
-           f"seed {art.seed}</h1>",
-           '<p class="note">Mixed pool of pictures, captions and fused items (picture + caption). Each picture '
+           (f"<h1>gcl-hf demo: top-5 of {html.escape(labels[arms[0]])} and {html.escape(labels[arms[1]])}, "
+            f"seed {art.seed}</h1>"),
+           ('<p class="note">Mixed pool of pictures, captions and fused items (picture + caption). Each picture '
            "shows an object its caption does not name; each caption names, after a marker such as "
            "&ldquo;beside the picture&rdquo;, an object its picture does not show. Queries come from another "
            "rendering and wording of the item. <b>Green, ✓: a relevant candidate</b> (same content as seen "
            "through the query); ✗: not relevant. Queries are drawn at random per cell, not chosen by outcome."
-           "</p>"]
+            "</p>")]
     for c, task in enumerate(art.tasks):
         cell = task.name.split(":", 1)[1]
         q_label = MODALITY_LABELS[task.meta["query_modality"]]
@@ -111,7 +111,7 @@ def render_gallery(result: "DemoResult", per_cell: int = 3, arms: tuple[str, str
     return "\n".join(out)
 
 
-def write_gallery(result: "DemoResult", path: str | os.PathLike, per_cell: int = 3,
+def write_gallery(result: DemoResult, path: str | os.PathLike, per_cell: int = 3,
                   arms: tuple[str, str] = ("cl", "gcl")) -> str:
     """Write :func:`render_gallery` to ``path`` (UTF-8) and return the path."""
     path = os.fspath(path)

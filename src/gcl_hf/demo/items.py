@@ -39,8 +39,16 @@ from gcl_hf.demo.scenes import (
 )
 
 __all__ = [
-    "ItemLayout", "DemoItem", "MARKERS", "PREFIXES", "caption", "caption_vocabulary", "is_held_out",
-    "max_caption_words", "sample_group", "sample_item",
+    "MARKERS",
+    "PREFIXES",
+    "DemoItem",
+    "ItemLayout",
+    "caption",
+    "caption_vocabulary",
+    "is_held_out",
+    "max_caption_words",
+    "sample_group",
+    "sample_item",
 ]
 
 #: Caption openings; the first (none) is canonical.
@@ -126,7 +134,7 @@ class DemoItem:
                            "text_only": [o.to_dict() for o in self.text_only]}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "DemoItem":
+    def from_json(cls, text: str) -> DemoItem:
         data = json.loads(text)
         return cls(**{k: tuple(SceneObject(**o) for o in data[k]) for k in ("linked", "image_only", "text_only")})
 
@@ -207,7 +215,7 @@ def caption_vocabulary() -> list[str]:
 
 def max_caption_words(layout: ItemLayout = ItemLayout()) -> int:
     """An upper bound on the number of pre-tokenized words in a caption of ``layout``."""
-    longest = lambda options: max(len(WORD_RE.findall(o)) for o in options)  # noqa: E731
+    longest = lambda options: max(len(WORD_RE.findall(o)) for o in options)
     named = layout.linked + layout.text_only
     separators = named  # "," or "and" between objects, and the "," before the marker
     return longest(PREFIXES) + named * max_object_words() + separators + longest(MARKERS)

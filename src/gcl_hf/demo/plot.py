@@ -26,7 +26,7 @@ _MODEL_COLOURS = ("0.65", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b")
 _CENTROID_SIZES = {"image": 420, "text": 220, "fused": 90}
 
 
-def gap_projection(embeds: dict[str, Any]) -> dict[str, "np.ndarray"]:
+def gap_projection(embeds: dict[str, Any]) -> dict[str, np.ndarray]:
     """2-D coordinates of the (normalised) ``image``/``text``/``fused`` embeddings that show the modality gap:
     x along the direction from the text centroid to the image centroid, y along the top principal axis of
     what remains. (A plain PCA mostly shows the content and hides the gap.)"""
@@ -49,7 +49,7 @@ def gap_projection(embeds: dict[str, Any]) -> dict[str, "np.ndarray"]:
     return {k: np.stack([x[k], rest[k] @ axis], axis=1) for k in arrays}
 
 
-def _scatter(fig: Any, cell: Any, result: "DemoResult", model: str, limits: tuple, first: bool) -> None:
+def _scatter(fig: Any, cell: Any, result: DemoResult, model: str, limits: tuple, first: bool) -> None:
     results, coords = result.results, result.first_seed
     xy_by_modality = gap_projection({name: coords.embeddings[model].candidates[name] for name in _COLOURS})
     ax = fig.add_subplot(cell)
@@ -96,7 +96,7 @@ def _bars(fig: Any, cell: Any, results: dict[str, Any], pool: str) -> None:
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(models), fontsize=8, frameon=False)
 
 
-def plot_demo(result: "DemoResult", path: str | os.PathLike) -> str | None:
+def plot_demo(result: DemoResult, path: str | os.PathLike) -> str | None:
     """Save the demo figure as a PNG and return its path, or ``None`` (with a warning) when matplotlib is
     not installed."""
     try:

@@ -36,7 +36,7 @@ def _delta(entry: dict[str, Any]) -> str:
     return f"[{style}]{text}[/{style}]" if style else text
 
 
-def render_table(results: dict[str, Any], pool: str = "mixed", metric: str = "recall@1") -> "Table":
+def render_table(results: dict[str, Any], pool: str = "mixed", metric: str = "recall@1") -> Table:
     """One row per query→candidate cell and per summary row; one column per model (``mean±spread`` over
     seeds, in %), and for every arm but the baseline its difference to the baseline with the decision
     rule's verdict (win / tie / loss). The mixed-pool table ends with the image–text modality gap."""

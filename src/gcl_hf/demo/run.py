@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     def both(name: str, fmt=str) -> str:
         return f"(default: {fmt(getattr(d, name))}; --quick: {fmt(getattr(q, name))})"
 
-    seeds = lambda s: ",".join(map(str, s))  # noqa: E731
+    seeds = lambda s: ",".join(map(str, s))
     parser.add_argument("--seeds", type=_seeds, default=None, metavar="S1,S2,...",
                         help="seeds, each a full replicate (corpus, initialisation, pre-training, data order) "
                              + both("seeds", seeds))

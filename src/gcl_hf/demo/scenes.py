@@ -110,13 +110,13 @@ def sample_object(rng: np.random.Generator, *, free_cells: list[int] | None = No
                   taken_kinds: set[tuple[str, str]] | frozenset = frozenset()) -> SceneObject:
     """A random object in one of ``free_cells`` (default: any cell) whose ``(shape, colour)`` is not in
     ``taken_kinds``; uniform over the allowed cells, kinds and sizes."""
-    cells = list(range(GRID * GRID)) if free_cells is None else list(free_cells)
+    cells = list(range(GRID * GRID)) if free_cells is None else [int(c) for c in free_cells]
     kinds = [(s, c) for s in SHAPES for c in COLOURS if (s, c) not in taken_kinds]
     if not cells or not kinds:
         raise ValueError(f"no room for another object (free cells {cells}, {len(kinds)} free kinds)")
     shape, colour = kinds[int(rng.integers(len(kinds)))]
     size = tuple(SIZES)[int(rng.integers(len(SIZES)))]
-    return SceneObject(int(cells[int(rng.integers(len(cells)))]), shape, colour, size)
+    return SceneObject(cells[int(rng.integers(len(cells)))], shape, colour, size)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
@@ -141,7 +141,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
 
 
 def _channel(value: float) -> int:
-    return min(255, max(0, int(round(value))))
+    return min(255, max(0, round(value)))
 
 
 def render_scene(scene: Scene, image_size: int = 48, rng: np.random.Generator | None = None, *,
@@ -200,6 +200,6 @@ def object_vocabulary() -> list[str]:
 
 def max_object_words() -> int:
     """The most words one object phrase can have."""
-    longest = lambda options: max(len(WORD_RE.findall(o)) for o in options)  # noqa: E731
+    longest = lambda options: max(len(WORD_RE.findall(o)) for o in options)
     return (longest(ARTICLES) + max(longest(words) for _, words in SIZES.values()) + 2
             + max(longest(p) for p in POSITION_PHRASES))

@@ -68,8 +68,8 @@ def relevant_items(query_keys: list[str], candidate_keys: list[str]) -> list[set
 def _table(parts: list[dict[str, list]]) -> datasets.Dataset:
     merged: dict[str, list] = {"id": [], "text": [], "image": [], "modality": []}
     for part in parts:
-        for key in merged:
-            merged[key].extend(part[key])
+        for key, column in merged.items():
+            column.extend(part[key])
     string = datasets.Value("string")
     features = datasets.Features({"id": string, "text": string, "image": string, "modality": string})
     return datasets.Dataset.from_dict(merged, features=features)

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from gcl_hf.demo.backbone import build_demo_backbone, normalize_pixels, pixel_values
-from gcl_hf.demo.corpus import TrainPairs
 from gcl_hf.demo.config import PRETRAIN_ARM, Arm, DemoConfig
+from gcl_hf.demo.corpus import TrainPairs
 from gcl_hf.modeling.model import GCLModel
 
 __all__ = ["TrainTensors", "finetune", "prepare_train_tensors", "pretrain", "train_model"]
@@ -120,8 +120,8 @@ def train_model(model: GCLModel, tensors: TrainTensors, arm: Arm, *, steps: int,
     `GCLTrainingArguments` loss fields, which write them into the model's config); returns the logged losses (``loss`` and ``loss/<pair>``)."""
     from transformers.trainer_callback import ProgressCallback
 
-    from gcl_hf.training.trainer import GCLTrainer
     from gcl_hf.training.arguments import GCLTrainingArguments
+    from gcl_hf.training.trainer import GCLTrainer
 
     history: list[dict[str, float]] = []
     if steps == 0:
