@@ -1,6 +1,6 @@
 """The demo's tiny CLIP-like backbone, its word-level tokenizer and its processor.
 
-The tokenizer's vocabulary is every word a scene caption can contain (:func:`caption_vocabulary`),
+The tokenizer's vocabulary is every word a demo caption can contain (:func:`caption_vocabulary`),
 so captions never hit ``<|unk|>`` and sequences stay short. The backbone is a plain
 ``transformers.CLIPModel`` from a small config: it trains at batch 128 on two CPU cores in a
 fraction of a second per step, and any code that handles CLIP handles it.
@@ -8,23 +8,23 @@ fraction of a second per step, and any code that handles CLIP handles it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
+from gcl_hf.demo.items import ItemLayout, caption_vocabulary, max_caption_words
 from gcl_hf.testing import tiny_image_processor
-from gcl_hf.demo.scenes import caption_vocabulary, max_caption_words
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
 
 
-def demo_max_length(max_objects: int = 3) -> int:
-    """Token budget that fits every caption of ≤ ``max_objects`` objects (+ BOS/EOS)."""
-    return max_caption_words(max_objects) + 2
+def demo_max_length(layout: ItemLayout | None = None) -> int:
+    """Token budget that fits every caption of ``layout`` (default: the default layout) + BOS/EOS."""
+    return max_caption_words(layout or ItemLayout()) + 2
 
 
 @dataclass
@@ -68,8 +68,8 @@ def build_demo_processor(tokenizer: PreTrainedTokenizerFast | None = None, image
 def demo_clip_config(tokenizer: PreTrainedTokenizerFast, config: DemoBackboneConfig | None = None) -> CLIPConfig:
     """The ``CLIPConfig`` of the demo backbone, with the tokenizer's vocabulary and special ids."""
     c = config or DemoBackboneConfig()
-    common = dict(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-                  num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads)
+    common = {"hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
+              "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads}
     text = dict(common, vocab_size=len(tokenizer), max_position_embeddings=c.max_length,
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)
@@ -86,6 +86,21 @@ def build_demo_backbone(tokenizer: PreTrainedTokenizerFast | None = None, seed: 
     return CLIPModel(clip_config)
 
 
+def normalize_pixels(stacked: torch.Tensor, processor: CLIPProcessor) -> torch.Tensor:
+    """Rescale and normalise ``[N, H, W, 3]`` uint8 pixels as ``processor``'s image processor does (no resize
+    or crop: the images must already have its crop size) → ``[N, 3, H, W]`` float32."""
+    ip = processor.image_processor
+    crop = (ip.crop_size["height"], ip.crop_size["width"])
+    if stacked.ndim != 4 or tuple(stacked.shape[1:3]) != crop or stacked.shape[3] != 3:
+        raise ValueError(f"normalize_pixels expects [N, {crop[0]}, {crop[1]}, 3] pixels, got {tuple(stacked.shape)}")
+    scale = torch.full((3,), float(ip.rescale_factor) if ip.do_rescale else 1.0)
+    shift = torch.zeros(3)
+    if ip.do_normalize:
+        std = torch.tensor(ip.image_std, dtype=torch.float32)
+        scale, shift = scale / std, -torch.tensor(ip.image_mean, dtype=torch.float32) / std
+    return torch.addcmul(shift, stacked.float(), scale).permute(0, 3, 1, 2).contiguous()
+
+
 def pixel_values(images: Sequence, processor: CLIPProcessor) -> torch.Tensor:
     """``processor(images=images).pixel_values`` for the demo's images, vectorised.
 
@@ -97,10 +112,4 @@ def pixel_values(images: Sequence, processor: CLIPProcessor) -> torch.Tensor:
     crop = (ip.crop_size["height"], ip.crop_size["width"])
     if not images or any(getattr(im, "mode", None) != "RGB" or im.size[::-1] != crop for im in images):
         return processor(images=list(images), return_tensors="pt")["pixel_values"]
-    stacked = torch.from_numpy(np.stack([np.asarray(im) for im in images]))  # [N, H, W, 3] uint8
-    scale = torch.full((3,), float(ip.rescale_factor) if ip.do_rescale else 1.0)
-    shift = torch.zeros(3)
-    if ip.do_normalize:
-        std = torch.tensor(ip.image_std, dtype=torch.float32)
-        scale, shift = scale / std, -torch.tensor(ip.image_mean, dtype=torch.float32) / std
-    return torch.addcmul(shift, stacked.float(), scale).permute(0, 3, 1, 2).contiguous()
+    return normalize_pixels(torch.from_numpy(np.stack([np.asarray(im) for im in images])), processor)

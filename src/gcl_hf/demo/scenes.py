@@ -1,35 +1,26 @@
-"""Rendered scenes and their captions: the demo's offline image–caption source.
+"""Objects on a 3×3 grid: how the demo draws a picture and how it words one object.
 
-A :class:`Scene` is 1–3 objects on a 3×3 grid, each with a shape, a colour and a size.
-:func:`render_scene` draws it (PIL, tiny images) with optional jitter — position, size, colour
-and background shade, plus pixel noise — so one scene has many renderings ("views").
-:func:`describe_scene` writes a caption that names every attribute; with an ``rng`` it picks a
-random paraphrase (prefix, object order, synonyms for sizes and positions), so one scene also
-has many captions. Objects sharing shape, colour and size are described together with a count
-("two small red circles at the top left and on the right").
+A :class:`SceneObject` is a shape of some colour and size in one grid cell; a :class:`Scene` is the set
+of objects a picture shows. :func:`render_scene` draws it (PIL, tiny images) with optional jitter —
+position, size, colour and background shade — so one scene has many renderings ("views").
+:func:`describe_object` words one object ("a small red circle at the top left"), with a random
+paraphrase when given an ``rng`` (size and position synonyms, "a"/"one"). Which objects a caption names
+and which a picture shows is decided by :mod:`gcl_hf.demo.items`.
 
-Everything is driven by a ``numpy.random.Generator``: the same generator state gives the same
-scene, the same pixels and the same caption.
+Everything is driven by a ``numpy.random.Generator``: the same generator state gives the same pixels
+and the same words.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-#: Shape names (singular, plural).
-SHAPES: dict[str, str] = {
-    "circle": "circles",
-    "square": "squares",
-    "triangle": "triangles",
-    "diamond": "diamonds",
-    "cross": "crosses",
-    "ring": "rings",
-}
+#: Shape names.
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "ring")
 
 #: Colour names and their base RGB values (jittered when rendering).
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -43,7 +34,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),
 }
 
-#: Object sizes: radius as a fraction of a grid cell, and the words that describe them.
+#: Object sizes: radius as a fraction of a grid cell, and the words that describe them (first: canonical).
 SIZES: dict[str, tuple[float, tuple[str, ...]]] = {
     "small": (0.24, ("small", "little", "tiny")),
     "large": (0.42, ("large", "big")),
@@ -62,18 +53,12 @@ POSITION_PHRASES: tuple[tuple[str, ...], ...] = (
     ("at the bottom right", "in the lower right", "in the bottom right"),
 )
 
-#: Caption openings; the first (none) is canonical.
-PREFIXES: tuple[str, ...] = ("", "a picture of", "an image of", "a drawing of", "a scene with")
-
-#: Count words for a group of identical objects; the first is canonical.
-COUNT_WORDS: dict[int, tuple[str, ...]] = {
-    1: ("a", "one"), 2: ("two",), 3: ("three",), 4: ("four",), 5: ("five",),
-    6: ("six",), 7: ("seven",), 8: ("eight",), 9: ("nine",),
-}
+#: Article words for one object; the first is canonical.
+ARTICLES: tuple[str, ...] = ("a", "one")
 
 GRID = 3
 BACKGROUND = (205, 205, 205)
-_WORD_RE = re.compile(r"\w+|[^\w\s]+")
+WORD_RE = re.compile(r"\w+|[^\w\s]+")
 
 
 @dataclass(frozen=True, order=True)
@@ -85,10 +70,27 @@ class SceneObject:
     colour: str
     size: str
 
+    def __post_init__(self) -> None:
+        if not (0 <= self.cell < GRID * GRID) or self.shape not in SHAPES or self.colour not in COLOURS \
+                or self.size not in SIZES:
+            raise ValueError(f"invalid scene object {self}")
+
+    @property
+    def kind(self) -> tuple[str, str]:
+        """``(shape, colour)``: what a viewer names the object by (no two objects of a picture share it)."""
+        return self.shape, self.colour
+
+    @property
+    def key(self) -> str:
+        return f"{self.cell}:{self.size}:{self.colour}:{self.shape}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"cell": self.cell, "shape": self.shape, "colour": self.colour, "size": self.size}
+
 
 @dataclass(frozen=True)
 class Scene:
-    """A set of objects in distinct grid cells (stored sorted by cell)."""
+    """The objects one picture shows, in distinct grid cells (stored sorted by cell)."""
 
     objects: tuple[SceneObject, ...]
 
@@ -96,55 +98,29 @@ class Scene:
         cells = [o.cell for o in self.objects]
         if not self.objects or len(set(cells)) != len(cells):
             raise ValueError(f"a scene needs 1+ objects in distinct cells, got cells {cells}")
-        for o in self.objects:
-            if not (0 <= o.cell < GRID * GRID) or o.shape not in SHAPES or o.colour not in COLOURS or o.size not in SIZES:
-                raise ValueError(f"invalid scene object {o}")
         object.__setattr__(self, "objects", tuple(sorted(self.objects)))
 
     @property
     def key(self) -> str:
-        """A canonical string identifying the scene (independent of rendering and caption)."""
-        return ";".join(f"{o.cell}:{o.size}:{o.colour}:{o.shape}" for o in self.objects)
-
-    def to_dict(self) -> list[dict[str, object]]:
-        return [{"cell": o.cell, "shape": o.shape, "colour": o.colour, "size": o.size} for o in self.objects]
+        """A canonical string identifying the scene (independent of rendering)."""
+        return ";".join(o.key for o in self.objects)
 
 
-def scene_bucket(scene: Scene, seed: int = 0) -> float:
-    """A stable pseudo-random number in [0, 1) from the scene key (used to split train/test)."""
-    digest = hashlib.blake2b(f"{seed}|{scene.key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+def sample_object(rng: np.random.Generator, *, free_cells: list[int] | None = None,
+                  taken_kinds: set[tuple[str, str]] | frozenset = frozenset()) -> SceneObject:
+    """A random object in one of ``free_cells`` (default: any cell) whose ``(shape, colour)`` is not in
+    ``taken_kinds``; uniform over the allowed cells, kinds and sizes."""
+    cells = list(range(GRID * GRID)) if free_cells is None else [int(c) for c in free_cells]
+    kinds = [(s, c) for s in SHAPES for c in COLOURS if (s, c) not in taken_kinds]
+    if not cells or not kinds:
+        raise ValueError(f"no room for another object (free cells {cells}, {len(kinds)} free kinds)")
+    shape, colour = kinds[int(rng.integers(len(kinds)))]
+    size = tuple(SIZES)[int(rng.integers(len(SIZES)))]
+    return SceneObject(cells[int(rng.integers(len(cells)))], shape, colour, size)
 
 
-def sample_scene(rng: np.random.Generator, max_objects: int = 3, repeat_prob: float = 0.3) -> Scene:
-    """Draw a random scene: ``P(n objects) ∝ n`` for n in 1..max_objects; each new object copies an
-    earlier one's shape, colour and size with probability ``repeat_prob`` (so counts occur)."""
-    if not 1 <= max_objects <= GRID * GRID:
-        raise ValueError(f"max_objects must be in 1..{GRID * GRID}, got {max_objects}")
-    total = max_objects * (max_objects + 1) // 2  # P(n) = n / total
-    draw, n = int(rng.integers(total)), 1
-    while draw >= n:
-        draw, n = draw - n, n + 1
-    cells = rng.choice(GRID * GRID, size=n, replace=False)
-    shapes, colours, sizes = list(SHAPES), list(COLOURS), list(SIZES)
-    objects: list[SceneObject] = []
-    for cell in cells:
-        if objects and rng.random() < repeat_prob:
-            src = objects[int(rng.integers(len(objects)))]
-            objects.append(SceneObject(int(cell), src.shape, src.colour, src.size))
-        else:
-            objects.append(
-                SceneObject(
-                    int(cell),
-                    shapes[int(rng.integers(len(shapes)))],
-                    colours[int(rng.integers(len(colours)))],
-                    sizes[int(rng.integers(len(sizes)))],
-                )
-            )
-    return Scene(tuple(objects))
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int]) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
+                fill: tuple[int, int, int]) -> None:
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif shape == "ring":
@@ -160,28 +136,21 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         w = max(1.0, 0.3 * r)
         draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
         draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
-    else:  # guarded by Scene.__post_init__
+    else:  # guarded by SceneObject.__post_init__
         raise ValueError(f"unknown shape {shape!r}")
 
 
 def _channel(value: float) -> int:
-    return min(255, max(0, int(round(value))))
+    return min(255, max(0, round(value)))
 
 
-def render_scene(
-    scene: Scene,
-    image_size: int = 48,
-    rng: np.random.Generator | None = None,
-    *,
-    jitter: float = 1.0,
-    noise_std: float = 0.0,
-) -> Image.Image:
+def render_scene(scene: Scene, image_size: int = 48, rng: np.random.Generator | None = None, *,
+                 jitter: float = 1.0) -> Image.Image:
     """Draw ``scene`` as an RGB image of ``image_size``² pixels.
 
-    Without ``rng`` the rendering is canonical (objects centred in their cells, base colours, no
-    noise). With ``rng`` each call gives another view: object offsets up to ±12 % of a cell, radius
-    ±10 %, colour ±20 per channel, background shade ±15 (all scaled by ``jitter``) and, if ``noise_std`` > 0,
-    Gaussian pixel noise (off by default: it triples rendering + PNG time).
+    Without ``rng`` the rendering is canonical (objects centred in their cells, base colours). With ``rng``
+    each call gives another view: object offsets up to ±12 % of a cell, radius ±10 %, colour ±20 per
+    channel and background shade ±15 (all scaled by ``jitter``).
     """
     cell = image_size / GRID
     if rng is None:
@@ -203,70 +172,34 @@ def render_scene(
             delta = rng.integers(-20, 21, size=3) * jitter
             fill = tuple(_channel(c + d) for c, d in zip(fill, delta.tolist()))
         _draw_shape(draw, o.shape, cx, cy, r, fill)
-    if rng is not None and noise_std > 0:
-        pixels = np.asarray(image, dtype=np.float32)
-        pixels = pixels + noise_std * rng.standard_normal(size=pixels.shape, dtype=np.float32)
-        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
     return image
 
 
-def _groups(scene: Scene) -> list[tuple[tuple[str, str, str], list[int]]]:
-    """Objects grouped by (size, colour, shape), in order of first cell: [(attrs, cells)]."""
-    groups: dict[tuple[str, str, str], list[int]] = {}
-    for o in scene.objects:
-        groups.setdefault((o.size, o.colour, o.shape), []).append(o.cell)
-    return list(groups.items())
-
-
-def _pick(options: tuple[str, ...], rng: np.random.Generator | None) -> str:
+def pick(options: tuple[str, ...], rng: np.random.Generator | None) -> str:
+    """``options[0]`` without ``rng``, else a random option."""
     return options[0] if rng is None else options[int(rng.integers(len(options)))]
 
 
-def _join(parts: list[str]) -> str:
+def join_phrases(parts: list[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def describe_scene(scene: Scene, rng: np.random.Generator | None = None) -> str:
-    """A lower-case caption naming every object's count, size, colour, shape and position.
-
-    Without ``rng`` the caption is canonical; with it, a random paraphrase (prefix, order of
-    objects and positions, size and position synonyms, "a"/"one").
-    """
-    groups = _groups(scene)
-    if rng is not None:
-        groups = [groups[i] for i in rng.permutation(len(groups))]
-    phrases = []
-    for (size, colour, shape), cells in groups:
-        if rng is not None:
-            cells = [cells[i] for i in rng.permutation(len(cells))]
-        count = _pick(COUNT_WORDS[len(cells)], rng)
-        noun = shape if len(cells) == 1 else SHAPES[shape]
-        where = _join([_pick(POSITION_PHRASES[c], rng) for c in cells])
-        phrases.append(f"{count} {_pick(SIZES[size][1], rng)} {colour} {noun} {where}")
-    body = _join(phrases)
-    prefix = _pick(PREFIXES, rng)
-    return f"{prefix} {body}" if prefix else body
+def describe_object(o: SceneObject, rng: np.random.Generator | None = None) -> str:
+    """``"a small red circle at the top left"`` (canonical), or a random paraphrase with ``rng``."""
+    return f"{pick(ARTICLES, rng)} {pick(SIZES[o.size][1], rng)} {o.colour} {o.shape} {pick(POSITION_PHRASES[o.cell], rng)}"
 
 
-def caption_vocabulary() -> list[str]:
-    """Every word (and punctuation token) a caption can contain, sorted; split like the
-    tokenizer's ``Whitespace`` pre-tokenizer (``\\w+|[^\\w\\s]+``)."""
-    texts = [*SHAPES, *SHAPES.values(), *COLOURS, *PREFIXES, ", and"]
+def object_vocabulary() -> list[str]:
+    """Every word an object phrase can contain (split like the tokenizer: ``\\w+|[^\\w\\s]+``)."""
+    texts = [*SHAPES, *COLOURS, *ARTICLES, ", and"]
     texts += [w for _, words in SIZES.values() for w in words]
     texts += [p for phrases in POSITION_PHRASES for p in phrases]
-    texts += [w for words in COUNT_WORDS.values() for w in words]
-    return sorted({tok for text in texts for tok in _WORD_RE.findall(text)})
+    return sorted({tok for text in texts for tok in WORD_RE.findall(text)})
 
 
-def max_caption_words(max_objects: int = 3) -> int:
-    """An upper bound on the number of pre-tokenized words in a caption of ≤ ``max_objects``."""
-    longest = lambda options: max(len(_WORD_RE.findall(o)) for o in options)  # noqa: E731
-    per_object = (
-        1  # count word
-        + max(longest(words) for _, words in SIZES.values())
-        + 1  # colour
-        + 1  # shape
-        + max(longest(p) for p in POSITION_PHRASES)
-        + 1  # separator (", " or "and") between objects or positions
-    )
-    return longest(PREFIXES) + max_objects * per_object
+def max_object_words() -> int:
+    """The most words one object phrase can have."""
+    longest = lambda options: max(len(WORD_RE.findall(o)) for o in options)
+    return (longest(ARTICLES) + max(longest(words) for _, words in SIZES.values()) + 2
+            + max(longest(p) for p in POSITION_PHRASES))
