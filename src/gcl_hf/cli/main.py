@@ -17,7 +17,7 @@ from gcl_hf.cli.common import known_errors, normalize_flags, one_line
 
 #: sub-command -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("gcl_hf.demo.run", "GCL vs CLIP loss on the embedded offline corpus: 3x3 Recall@k table"),
+    "demo": ("gcl_hf.demo.run", "+CL vs +GCL on the embedded complementary corpus: 3x3 Recall@1, mixed and local pools, over seeds"),
     "train": ("gcl_hf.cli.train", "fine-tune a CLIP-like checkpoint with GCL (HfArgumentParser flags)"),
     "eval": ("gcl_hf.cli.eval", "evaluate a model on M-BEIR, MMEB or CoVR; write JSON and rankings"),
     "encode": ("gcl_hf.cli.encode", "embed a pool (file or folder) once into a searchable, resumable index"),

@@ -171,9 +171,10 @@ def rank_corpus(
 
 
 @functools.cache
+@functools.lru_cache(maxsize=None)
 def metric_function(name: str) -> Callable[..., dict[str, float]]:
     """The plain function of a shipped metric (``recall_at_k`` or ``precision_at_1``): the code its
-    `evaluate` module runs, loaded from the same file, without ``evaluate.load``'s per-call set-up."""
+    `evaluate` module runs, loaded once from the same file, without ``evaluate.load``'s per-call set-up."""
     spec = importlib.util.spec_from_file_location(f"_gcl_hf_metric_{name}", _metrics.module_path(name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
