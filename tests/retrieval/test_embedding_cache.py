@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from gcl_hf import GCLModel
 from gcl_hf.benchmarks.task import RetrievalTask
 from gcl_hf.retrieval.embedding_cache import (
     EmbeddingCacheError,
@@ -25,20 +24,11 @@ from gcl_hf.retrieval.embedding_cache import (
 )
 from gcl_hf.retrieval.encoding import EncodingError, encode_dataset
 from gcl_hf.retrieval.evaluation import evaluate_retrieval
-from gcl_hf.testing import tiny_clip, tiny_processor
+from gcl_hf.testing import tiny_processor
 
 WORDS = ["red", "blue", "green", "old", "small", "dark", "long", "white", "snowy", "yellow"]
 N, SHARD = 20, 8  # shards of 8, 8 and 4 rows
 
-
-@pytest.fixture(scope="module")
-def model():
-    return GCLModel.from_backbone(tiny_clip(seed=0)).eval()
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return tiny_processor()
 
 
 @pytest.fixture(scope="module")

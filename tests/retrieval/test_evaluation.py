@@ -39,15 +39,6 @@ def image_root(tmp_path_factory):
     return str(root)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return GCLModel.from_backbone(tiny_clip(seed=0)).eval()
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return tiny_processor()
-
 
 def _task(image_root, **kw):
     modalities = ["image", "text", "image,text"]

@@ -35,15 +35,6 @@ def _doc_path(folder, i):
     return folder / ("sub" if i % 3 == 0 else "") / f"doc{i}.png"
 
 
-@pytest.fixture(scope="module")
-def model():
-    return GCLModel.from_backbone(tiny_clip(seed=0)).eval()
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return tiny_processor()
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

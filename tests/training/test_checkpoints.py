@@ -26,13 +26,6 @@ from train_dist_check import dataset  # noqa: E402
 TOKEN = "hf_CheckpointTokenNeverWritten0123456789"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _trainer(out: Path, **overrides) -> GCLTrainer:
     kwargs = dict(output_dir=str(out), per_device_train_batch_size=4, max_steps=6, learning_rate=5e-3,

@@ -28,13 +28,6 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from train_dist_check import dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _train(tmp_path, name, train_dataset=None, data_collator=None, **overrides) -> GCLTrainer:
     kwargs = {"output_dir": str(tmp_path / name), "per_device_train_batch_size": 4, "max_steps": 2, "learning_rate": 1e-3,

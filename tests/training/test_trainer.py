@@ -26,14 +26,6 @@ from train_dist_check import dataset  # noqa: E402
 SIX = ["image->text", "text->image", "image->fused", "fused->image", "text->fused", "fused->text"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads (and lose a lot on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _args(tmp_path, name="run", **overrides) -> GCLTrainingArguments:
     kwargs = dict(output_dir=str(tmp_path / name), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3,
