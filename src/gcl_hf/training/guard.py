@@ -1,12 +1,14 @@
 """The non-finite guard: stop training before a NaN/inf loss or gradient is applied to the weights.
 
-Two checks, both before the optimizer step: the loss (and each pair's loss) right after it is computed, and the
-gradients of every parameter once the backward passes of an optimizer step are done (a gradient can be NaN while
-the loss is finite, e.g. an overflow in the backward pass). The errors name the step, the pairs or parameters at
-fault and the ids of the batch's records (``id``, else the dataset row), so the batch can be inspected.
+Two checks, both before the optimizer step: the loss of every micro-batch (and each pair's loss), and the gradients
+of every parameter once the backward passes of an optimizer step are done (a gradient can be NaN while the loss is
+finite, e.g. an overflow in the backward pass). The errors name the step, the pairs or parameters at fault and the
+ids of the batch's records (``id``, else the dataset row), so the batch can be inspected.
 
-Every process checks, and one small all-reduce makes them stop together: a process whose own values are finite
-still stops when another's are not (none hangs in the next collective), and says so.
+Inside the trainer both checks share one host synchronisation and one small all-reduce per optimizer step: the
+losses are kept on the device as they come and looked at together with the gradients, just before the update.
+Every process checks, so a process whose own values are finite still stops when another's are not (none hangs in
+the next collective), and says so.
 """
 
 from __future__ import annotations
@@ -101,33 +103,22 @@ def _context(step: int, epoch: float | None, record_ids: Sequence[Any]) -> tuple
     return f"at training step {step}{when}{where}", batch
 
 
-def check_finite_loss(
-    loss: torch.Tensor,
-    pair_losses: dict[str, torch.Tensor],
-    *,
-    step: int,
-    epoch: float | None = None,
-    record_ids: Sequence[Any] = (),
-) -> None:
-    """Raise `NonFiniteLossError` when ``loss`` or a pair's loss is NaN/inf on any process.
+def _loss_values(loss: torch.Tensor, pair_losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[loss, pair losses...]`` as one float32 vector on the loss's device (no host synchronisation)."""
+    return torch.stack([loss.detach().float().reshape(())] +
+                       [pair_losses[n].detach().float().reshape(()).to(loss.device) for n in pair_losses])
 
-    ``step`` is the 1-based optimizer step about to be taken; ``epoch`` and ``record_ids`` (the batch's record ids)
-    are added to the message.
-    """
-    names = list(pair_losses)
-    values = torch.stack([loss.detach().float().reshape(())] +
-                         [pair_losses[n].detach().float().reshape(()).to(loss.device) for n in names])
-    local_bad = ~torch.isfinite(values)
-    bad = local_bad.float()
-    if _dist.is_distributed():
-        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-    if not bool(bad.any()):
-        return
-    flagged = [n for n, flag in zip(names, bad[1:].tolist()) if flag]
+
+def _raise_loss_error(values: torch.Tensor, bad: list[float], names: list[str], pair_losses: dict[str, torch.Tensor],
+                      *, step: int, epoch: float | None, record_ids: Sequence[Any]) -> None:
+    """``values`` are this process's ``[loss, pairs...]``, ``bad`` the flags reduced over every process."""
+    local_bad = (~torch.isfinite(values)).tolist()
+    flagged = [n for n, flag in zip(names, bad[1:]) if flag]
     shown = ", ".join(
         f"{n} = {pair_losses[n].item():g}" if local_bad[1 + names.index(n)] else f"{n} (on another process)"
         for n in flagged
-    ) or f"total = {values[0].item():g} (every pair finite: check pair_weights)"
+    ) or (f"total = {values[0].item():g} (every pair finite: check pair_weights)" if local_bad[0]
+          else "the total (on another process)")
     when, batch = _context(step, epoch, record_ids)
     raise NonFiniteLossError(
         f"GCL loss is not finite {when}: {shown}. Training stopped before this update.{batch} {_CAUSES}",
@@ -137,35 +128,49 @@ def check_finite_loss(
     )
 
 
-def check_finite_gradients(
-    named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
+def check_finite_loss(
+    loss: torch.Tensor,
+    pair_losses: dict[str, torch.Tensor],
     *,
     step: int,
     epoch: float | None = None,
     record_ids: Sequence[Any] = (),
-    device: torch.device | str | None = None,
 ) -> None:
-    """Raise `NonFiniteGradientError` when a parameter's gradient is NaN/inf on any process.
+    """Raise `NonFiniteLossError` when ``loss`` or a pair's loss is NaN/inf on any process (one synchronisation).
 
-    Call it on every process at the same point, after the backward passes of an optimizer step and before the
-    step (before gradient clipping, which would spread one NaN to every parameter through the global norm).
-    ``device`` is where the flag for the all-reduce lives (default: the first gradient's device).
+    ``step`` is the 1-based optimizer step about to be taken; ``epoch`` and ``record_ids`` (the batch's record ids)
+    are added to the message.
     """
+    values = _loss_values(loss, pair_losses)
+    bad = (~torch.isfinite(values)).float()
+    if _dist.is_distributed():
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    flags = bad.tolist()
+    if any(flags):
+        _raise_loss_error(values, flags, list(pair_losses), pair_losses, step=step, epoch=epoch,
+                          record_ids=record_ids)
+
+
+def _gradient_flags(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], device: Any
+                    ) -> tuple[list[str], list[torch.Tensor], torch.Tensor]:
+    """Names, gradients and a not-finite flag per gradient (one multi-tensor norm, no host synchronisation)."""
     names, grads = [], []
     for name, param in named_parameters:
         if param.grad is not None:
             names.append(name)
             grads.append(param.grad)
-    if device is None:
-        device = grads[0].device if grads else torch.device("cpu")
-    finite = (torch.stack([torch.isfinite(g).all().to(device) for g in grads]) if grads
-              else torch.ones(0, dtype=torch.bool, device=device))
-    local_bad = not bool(finite.all())
-    if not _any_process(local_bad, torch.device(device)):
-        return
+    if not grads:
+        return names, grads, torch.zeros(0, device=device)
+    # a tensor's norm is finite iff every entry is: one foreach launch instead of two kernels per parameter
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
+    return names, grads, (~torch.isfinite(torch.stack([n.float().to(device) for n in norms]))).float()
+
+
+def _raise_gradient_error(names: list[str], grads: list[torch.Tensor], local_bad: list[float], *, step: int,
+                          epoch: float | None, record_ids: Sequence[Any]) -> None:
     # last registered first: a NaN flows from where it entered down to the inputs, so the parameter nearest the
     # output among the flagged ones is usually where it came from
-    flagged = [n for n, ok in zip(names, finite.tolist()) if not ok][::-1]
+    flagged = [n for n, flag in zip(names, local_bad) if flag][::-1]
     when, batch = _context(step, epoch, record_ids)
     if flagged:
         bad = set(flagged)
@@ -184,14 +189,40 @@ def check_finite_gradients(
     )
 
 
+def check_finite_gradients(
+    named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
+    *,
+    step: int,
+    epoch: float | None = None,
+    record_ids: Sequence[Any] = (),
+    device: torch.device | str | None = None,
+) -> None:
+    """Raise `NonFiniteGradientError` when a parameter's gradient is NaN/inf on any process.
+
+    Call it on every process at the same point, after the backward passes of an optimizer step and before the
+    step (before gradient clipping, which would spread one NaN to every parameter through the global norm).
+    ``device`` is where the flags for the all-reduce live (default: the first gradient's device).
+    """
+    named_parameters = list(named_parameters)
+    if device is None:
+        device = next((p.grad.device for _, p in named_parameters if p.grad is not None), torch.device("cpu"))
+    names, grads, flags = _gradient_flags(named_parameters, device)
+    local = flags.tolist()
+    if not _any_process(any(local), torch.device(device)):
+        return
+    _raise_gradient_error(names, grads, local, step=step, epoch=epoch, record_ids=record_ids)
+
+
 class NonFiniteGuard(TrainerCallback):
     """The guard inside a `Trainer`: keeps the record ids of the current micro-batch and optimizer step, and runs
     the gradient check once per optimizer step on every process.
 
-    The trainer calls `take_record_ids` on each batch, `check_loss` on each training loss and `check_gradients`
-    before it computes the gradient norm (`clip_grad_norm_` multiplies every gradient by ``max_norm / norm``, so one
-    NaN would reach every parameter and hide which one it came from); ``on_pre_optimizer_step`` checks if nothing
-    did. ``skip_gradients`` is set under fp16's loss scaler, whose job is to skip steps whose gradients overflow.
+    The trainer calls `take_record_ids` on each batch, `check_loss` on each training loss (which only keeps it, on
+    the device) and `check_gradients` before it computes the gradient norm (`clip_grad_norm_` multiplies every
+    gradient by ``max_norm / norm``, so one NaN would reach every parameter and hide which one it came from);
+    ``on_pre_optimizer_step`` checks if nothing did. `check_gradients` looks at the kept losses and the gradients
+    together: one host synchronisation and one all-reduce per optimizer step. ``skip_gradients`` is set under fp16's
+    loss scaler, whose job is to skip steps whose gradients overflow (the losses are still checked).
     """
 
     def __init__(self, enabled: bool = True) -> None:
@@ -199,6 +230,7 @@ class NonFiniteGuard(TrainerCallback):
         self.skip_gradients = False
         self.batch_ids: list[Any] = []  # this micro-batch (loss check)
         self.step_ids: list[Any] = []  # every micro-batch of this optimizer step (gradient check)
+        self._losses: list[tuple[torch.Tensor, dict[str, torch.Tensor], list[Any]]] = []  # kept until the check
         self._checked = False
 
     def take_record_ids(self, inputs: dict[str, Any], *, train: bool) -> None:
@@ -209,20 +241,47 @@ class NonFiniteGuard(TrainerCallback):
             self.step_ids.extend(ids)
 
     def check_loss(self, loss: torch.Tensor, pair_losses: dict[str, torch.Tensor], state: Any) -> None:
+        """Keep this micro-batch's losses (detached, on the device) for the check before the update."""
         if self.enabled:
-            check_finite_loss(loss, pair_losses, step=state.global_step + 1, epoch=state.epoch,
-                              record_ids=self.batch_ids)
+            self._losses.append((_loss_values(loss, pair_losses), dict(pair_losses), list(self.batch_ids)))
 
     def check_gradients(self, model: torch.nn.Module, state: Any, device: Any = None) -> None:
+        """The kept losses, then the gradients, on every process: raise before the update if any is not finite."""
         if self._checked:
             return
         self._checked = True
-        if self.enabled and not self.skip_gradients:
-            check_finite_gradients(model.named_parameters(), step=state.global_step + 1, epoch=state.epoch,
-                                   record_ids=self.step_ids, device=device)
+        losses, self._losses = self._losses, []
+        if not self.enabled:
+            return
+        step = state.global_step + 1
+        named = list(model.named_parameters()) if not self.skip_gradients else []
+        if device is None:
+            device = next((p.grad.device for _, p in named if p.grad is not None), None)
+        if device is None:
+            device = losses[0][0].device if losses else torch.device("cpu")
+        names, grads, grad_flags = _gradient_flags(named, device)
+        parts = [(~torch.isfinite(values)).float().to(device) for values, _, _ in losses] + [grad_flags]
+        flags = torch.cat(parts) if parts else torch.zeros(0, device=device)
+        local = flags.tolist()  # this step's one host synchronisation
+        reduced = flags.clone()
+        if _dist.is_distributed():
+            torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.MAX)
+            everywhere = reduced.tolist()
+        else:
+            everywhere = local
+        offset = 0
+        for values, pair_losses, ids in losses:
+            width = values.numel()
+            if any(everywhere[offset:offset + width]):
+                _raise_loss_error(values, everywhere[offset:offset + width], list(pair_losses), pair_losses,
+                                  step=step, epoch=state.epoch, record_ids=ids)
+            offset += width
+        if any(everywhere[offset:]):
+            _raise_gradient_error(names, grads, local[offset:], step=step, epoch=state.epoch,
+                                  record_ids=self.step_ids)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.step_ids, self._checked = [], False
+        self.step_ids, self._losses, self._checked = [], [], False
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is not None:
