@@ -37,17 +37,17 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gcl_hf.retrieval.analysis import modality_gap
-    from gcl_hf.benchmarks import RetrievalTask, load_benchmark
-    from gcl_hf.data.collator import GCLCollator
-    from gcl_hf.data.pairs import load_image_text_pairs
-    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed
-    from gcl_hf.retrieval.encoding import encode_dataset
-    from gcl_hf.retrieval.evaluation import evaluate_retrieval
-    from gcl_hf.retrieval.index import GCLIndex
-    from gcl_hf.retrieval.search import exact_topk
-    from gcl_hf.training.trainer import GCLTrainer
-    from gcl_hf.training.arguments import GCLTrainingArguments
+    from gcl_hf.retrieval.analysis import modality_gap  # noqa: F401
+    from gcl_hf.benchmarks import RetrievalTask, load_benchmark  # noqa: F401
+    from gcl_hf.data.collator import GCLCollator  # noqa: F401
+    from gcl_hf.data.pairs import load_image_text_pairs  # noqa: F401
+    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed  # noqa: F401
+    from gcl_hf.retrieval.encoding import encode_dataset  # noqa: F401
+    from gcl_hf.retrieval.evaluation import evaluate_retrieval  # noqa: F401
+    from gcl_hf.retrieval.index import GCLIndex  # noqa: F401
+    from gcl_hf.retrieval.search import exact_topk  # noqa: F401
+    from gcl_hf.training.trainer import GCLTrainer  # noqa: F401
+    from gcl_hf.training.arguments import GCLTrainingArguments  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

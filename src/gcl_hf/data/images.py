@@ -25,7 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gcl_hf.errors import RecordError
 
-__all__ = ["ImageLoadError", "open_image", "resolve_image_path"]
+__all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "open_image", "resolve_image_path"]
+
+#: File suffixes read as images where a path could be either (folders of documents, strings given to encode).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 class ImageLoadError(RecordError):

@@ -26,12 +26,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gcl_hf.data.images import IMAGE_SUFFIXES
+
 __all__ = ["IMAGE_EXTENSIONS", "EncodeMixin", "ProcessorNotFoundError", "classify_input", "find_processor"]
 
 logger = logging.getLogger(__name__)
 
 #: A string ending with one of these (case-insensitive) is read as an image path, not as text.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # one list, owned by gcl_hf.data.images
 _MODALITIES = ("image", "text", "fused")
 _EXPECTED = "expected str, PIL image, path, dict or (image, text) tuple"
 

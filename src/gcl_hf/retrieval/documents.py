@@ -11,9 +11,10 @@ from typing import Any
 
 import datasets
 
+from gcl_hf.data.images import IMAGE_SUFFIXES
+
 __all__ = ["IMAGE_SUFFIXES", "documents_from_folder", "documents_from_records"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def _modality(text: Any, image: Any) -> str:

@@ -38,7 +38,7 @@ from gcl_hf.retrieval.fingerprints import (_hasher, dataset_fingerprint, model_f
 from gcl_hf.retrieval.encoding import EncodingError, encode_dataset
 
 __all__ = ["CorpusEmbeddings", "EmbeddingCacheError", "cache_key", "dataset_fingerprint", "encode_corpus", "load_cached",
-           "model_fingerprint", "processor_fingerprint", "write_embeddings"]
+           "model_fingerprint", "processor_fingerprint", "write_embeddings", "atomic_write"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ def _first_non_finite(array: np.ndarray, block: int = 8192) -> int | None:
     return None
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
+    """Write ``path`` through ``write(binary file)`` to a temporary name, fsync, then rename: never half-written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         write(fh)
@@ -143,10 +144,10 @@ def _write_shard(path: Path, array: np.ndarray, start: int, ids: list[Any]) -> N
                             "weights and this row's input)", source=path, row=f"row {start + bad}, id {ids[bad]!r}")
     for stale in (_sidecar(path), path):  # a crash between the two writes leaves a shard without sidecar: re-encoded
         stale.unlink(missing_ok=True)
-    _atomic_write(path, lambda fh: np.save(fh, array))
+    atomic_write(path, lambda fh: np.save(fh, array))
     meta = {"version": CACHE_VERSION, "start": start, "stop": start + len(array), "shape": list(array.shape),
             "dtype": str(array.dtype), "sha256": _sha256(path), "ids": ids}
-    _atomic_write(_sidecar(path), lambda fh: fh.write(json.dumps(meta).encode()))
+    atomic_write(_sidecar(path), lambda fh: fh.write(json.dumps(meta).encode()))
 
 
 def _verify_shard(path: Path, start: int, stop: int, ids: list[Any] | None) -> tuple[np.ndarray | None, str]:
@@ -217,7 +218,7 @@ def _prepare_meta(meta_path: Path, num_rows: int, shard_size: int) -> None:
             )
         return
     meta = {"version": CACHE_VERSION, "num_rows": num_rows, "shard_size": shard_size}
-    _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+    atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
 
 
 def write_embeddings(directory: str | os.PathLike, embeddings: np.ndarray | Sequence[np.ndarray], ids: Sequence[Any],

@@ -33,7 +33,8 @@ import torch
 
 from gcl_hf.retrieval.documents import _as_documents, documents_from_folder, documents_from_records
 from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, encode_corpus, load_cached,
-                                              model_fingerprint, processor_fingerprint, write_embeddings)
+                                              atomic_write, model_fingerprint, processor_fingerprint,
+                                              write_embeddings)
 from gcl_hf.retrieval.encoding import encode_dataset
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
 
@@ -195,7 +196,7 @@ class GCLIndex:
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         text = json.dumps(asdict(self.info), indent=2)
-        _atomic_write(directory / INDEX_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write(directory / INDEX_FILE, lambda fh: fh.write(text.encode("utf-8")))
         return directory
 
     def _write_embeddings(self, directory: Path) -> None:
@@ -280,12 +281,6 @@ class GCLIndex:
         ids = self.ids
         return [SearchResults([ids[j] for j in r if j >= 0], [s for j, s in zip(r, sc) if j >= 0],
                               [j for j in r if j >= 0]) for r, sc in zip(rows.tolist(), scores.tolist())]
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _load_model(info: IndexInfo, directory: Path) -> Any:
