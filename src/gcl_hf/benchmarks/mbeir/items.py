@@ -26,6 +26,20 @@ def _present_modality(text: str | None, image: str | None) -> str:
     return "image" if image is not None else "text"
 
 
+def _check_halves(obj: dict, modality: str, text: str | None, image: str | None, fields: tuple[str, str], kind: str,
+                  *, file: Any, line: int, image_root, check_images) -> None:
+    """The text and image an item's declared ``modality`` needs are there (``fields``: its text and image keys),
+    and its image file passes ``check_images``."""
+    text_field, image_field = fields
+    if "text" in modality.split(",") and not text:
+        why = "missing field" if text_field not in obj else f"empty text for a {modality!r} {kind}"
+        raise BenchmarkFormatError(why, file=file, line=line, field=text_field)
+    if "image" in modality.split(",") and image is None:
+        why = "missing field" if image_field not in obj else f"no image path for a {modality!r} {kind}"
+        raise BenchmarkFormatError(why, file=file, line=line, field=image_field)
+    check_image(image, image_root=image_root, mode=check_images, file=file, line=line, field=image_field)
+
+
 def _candidate_row(obj: dict, *, file: Path, line: int, image_root, check_images, format_text: bool) -> tuple[dict, int]:
     did = required_str(obj, "did", file=file, line=line)
     key = _parse_id(did, bound=_CAND_BOUND, field="did", file=file, line=line)
@@ -35,14 +49,9 @@ def _candidate_row(obj: dict, *, file: Path, line: int, image_root, check_images
     text = optional_str(obj, "txt", file=file, line=line)
     image = optional_str(obj, "img_path", file=file, line=line)
     formatted = format_string(text) if format_text else (text or "").strip()
-    if "text" in modality.split(",") and not formatted:
-        why = "missing field" if "txt" not in obj else f"empty text for a {modality!r} candidate"
-        raise BenchmarkFormatError(why, file=file, line=line, field="txt")
-    if "image" in modality.split(",") and image is None:
-        why = "missing field" if "img_path" not in obj else f"no image path for a {modality!r} candidate"
-        raise BenchmarkFormatError(why, file=file, line=line, field="img_path")
     # UniIR embeds an image whenever img_path is set, whatever the declared modality.
-    check_image(image, image_root=image_root, mode=check_images, file=file, line=line, field="img_path")
+    _check_halves(obj, modality, formatted, image, ("txt", "img_path"), "candidate", file=file, line=line,
+                  image_root=image_root, check_images=check_images)
     row = {"id": did, "text": formatted or None, "image": image, "modality": _present_modality(formatted, image),
            "source_modality": modality}
     return row, key
@@ -189,13 +198,8 @@ def _query_row(obj: dict, files: MBEIRTaskFiles, qrels: dict[str, set[str]], *, 
                                    file=path, line=line, field="task_id")
     text = optional_str(obj, "query_txt", file=path, line=line)
     image = optional_str(obj, "query_img_path", file=path, line=line)
-    if "text" in modality.split(",") and not format_string(text):
-        why = "missing field" if "query_txt" not in obj else f"empty text for a {modality!r} query"
-        raise BenchmarkFormatError(why, file=path, line=line, field="query_txt")
-    if "image" in modality.split(",") and image is None:
-        why = "missing field" if "query_img_path" not in obj else f"no image path for a {modality!r} query"
-        raise BenchmarkFormatError(why, file=path, line=line, field="query_img_path")
-    check_image(image, image_root=image_root, mode=check_images, file=path, line=line, field="query_img_path")
+    _check_halves(obj, modality, format_string(text), image, ("query_txt", "query_img_path"), "query", file=path,
+                  line=line, image_root=image_root, check_images=check_images)
     if qid not in qrels:
         raise BenchmarkFormatError(f"qid {qid!r} has no relevant candidate (relevance > 0) in {files.qrels}",
                                    file=path, line=line, field="qid")
