@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -61,33 +62,32 @@ def write_rankings(directory: str | os.PathLike, task: Any, rankings: Any, *,
     return paths
 
 
-def read_trec_run(path: str | os.PathLike) -> dict[str, list[tuple[str, float]]]:
-    """A TREC run file as ``{qid: [(docid, score), ...]}`` ordered by the rank column."""
-    ranked: dict[str, list[tuple[int, str, float]]] = {}
+def _fields(path: str | os.PathLike, form: str) -> Iterator[list[str]]:
+    """The whitespace-separated fields of each non-blank line, which must be ``form`` (e.g. 'qid 0 docid rel')."""
+    width = len(form.split())
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise ValueError(f"{path}, line {number}: expected 'qid Q0 docid rank score run', got {line.strip()!r}")
-            qid, _, doc, rank, score, _ = parts
-            ranked.setdefault(unquote(qid), []).append((int(rank), unquote(doc), float(score)))
+            if parts and len(parts) != width:
+                raise ValueError(f"{path}, line {number}: expected {form!r}, got {line.strip()!r}")
+            if parts:
+                yield parts
+
+
+def read_trec_run(path: str | os.PathLike) -> dict[str, list[tuple[str, float]]]:
+    """A TREC run file as ``{qid: [(docid, score), ...]}`` ordered by the rank column."""
+    ranked: dict[str, list[tuple[int, str, float]]] = {}
+    for qid, _, doc, rank, score, _ in _fields(path, "qid Q0 docid rank score run"):
+        ranked.setdefault(unquote(qid), []).append((int(rank), unquote(doc), float(score)))
     return {q: [(d, s) for _, d, s in sorted(rows)] for q, rows in ranked.items()}
 
 
 def read_qrels(path: str | os.PathLike) -> dict[str, set[str]]:
     """A TREC qrels file as ``{qid: {relevant docid, ...}}`` (relevance > 0)."""
     qrels: dict[str, set[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise ValueError(f"{path}, line {number}: expected 'qid 0 docid relevance', got {line.strip()!r}")
-            if int(parts[3]) > 0:
-                qrels.setdefault(unquote(parts[0]), set()).add(unquote(parts[2]))
+    for qid, _, doc, relevance in _fields(path, "qid 0 docid relevance"):
+        if int(relevance) > 0:
+            qrels.setdefault(unquote(qid), set()).add(unquote(doc))
     return qrels
 
 
