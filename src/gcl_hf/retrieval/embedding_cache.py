@@ -101,11 +101,38 @@ def _sidecar(path: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
+    return _hash_and_scan(path)[0]
+
+
+def _hash_and_scan(path: Path) -> tuple[str, int | None]:
+    """``(sha256 of the file, first row holding a NaN/inf or None)`` in one read of a float32 ``.npy`` shard (the
+    two checks a reused shard needs, without reading a large pool twice; other dtypes are not scanned)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            scan = dtype == np.float32 and not fortran and len(shape) == 2 and shape[1] > 0
+            offset, row_bytes = fh.tell(), (shape[1] * 4 if scan else 0)
+        except ValueError:  # not an .npy: only hashed (the caller's np.load reports it)
+            scan, offset, row_bytes = False, 0, 0
+        fh.seek(0)
+        position, pending, row, first = 0, b"", 0, None
         for block in iter(lambda: fh.read(1 << 24), b""):
             h.update(block)
-    return h.hexdigest()
+            data = block[max(0, offset - position):] if position + len(block) > offset else b""
+            position += len(block)
+            if scan and first is None and data:
+                buffer = pending + data
+                usable = len(buffer) - len(buffer) % row_bytes
+                rows = np.frombuffer(buffer[:usable], dtype=np.float32).reshape(-1, row_bytes // 4)
+                finite = np.isfinite(rows).all(axis=1)
+                if not finite.all():
+                    first = row + int(np.argmin(finite))
+                row, pending = row + len(rows), buffer[usable:]
+    return h.hexdigest(), first
 
 
 def _row_ids(dataset: datasets.Dataset, start: int, stop: int) -> list[Any]:
@@ -172,7 +199,8 @@ def _verify_shard(path: Path, start: int, stop: int, ids: list[Any] | None) -> t
     if ids is not None and held != ids:
         i = next(i for i, (a, b) in enumerate(zip(held, ids)) if a != b)
         return None, f"ids differ from the dataset's: row {start + i} holds id {held[i]!r}, the dataset has {ids[i]!r}"
-    if _sha256(path) != digest:
+    actual, bad = _hash_and_scan(path)  # one read: checksum and finiteness
+    if actual != digest:
         return None, "sha256 checksum mismatch: the file changed after it was written"
     try:
         array = np.load(path, mmap_mode="r")
@@ -180,7 +208,6 @@ def _verify_shard(path: Path, start: int, stop: int, ids: list[Any] | None) -> t
         return None, f"unreadable ({exc})"
     if array.ndim != 2 or array.shape != shape or str(array.dtype) != dtype or array.dtype != np.float32:
         return None, f"shape {list(array.shape)} {array.dtype}, expected {list(shape)} float32"
-    bad = _first_non_finite(array)
     if bad is not None:
         return None, f"row {start + bad} (id {held[bad]!r}) is not finite (NaN/inf)"
     return array, ""
