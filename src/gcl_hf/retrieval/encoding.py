@@ -142,7 +142,7 @@ def encode_dataset(
     ``dataset`` has the :class:`~gcl_hf.benchmarks.task.RetrievalTask` columns ``id``, ``text``,
     ``image`` (path relative to ``image_root``, bytes, ``datasets.Image`` dict or PIL image) and
     ``modality``. ``rows`` restricts encoding to those row indices (default: all). ``model`` needs
-    ``encode_image``/``encode_text``/``encode_fused`` (a :class:`~gcl_hf.GCLModel`) and is used on
+    :meth:`~gcl_hf.GCLModel.embed` (a :class:`~gcl_hf.GCLModel`) and is used on
     ``device`` (default: where its parameters are; given, the model is moved there). ``num_workers``
     DataLoader workers decode images and run ``processor``; ``processor_kwargs`` are added to each
     processor call. Texts are truncated to the text tower's positions (or the tokenizer's limit when smaller;
