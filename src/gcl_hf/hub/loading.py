@@ -58,7 +58,8 @@ class HubCacheMissError(FileNotFoundError):
 
 
 
-def _version() -> str:
+def library_version() -> str:
+    """gcl-hf's version, sent to the Hub as ``library_version`` (read at call time: the package root imports us)."""
     from gcl_hf import __version__
 
     return __version__
@@ -128,7 +129,7 @@ def _resolve(repo_id: str, revision: str | None, *, token: str | bool | None,
             from None
     if not constants.HF_HUB_OFFLINE:
         try:
-            info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
+            info = HfApi(token=token, library_name="gcl-hf", library_version=library_version()).model_info(
                 repo_id, revision=revision)
             return [s.rfilename for s in info.siblings or []], str(info.sha), None
         except RepositoryNotFoundError as exc:
@@ -233,4 +234,4 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
     return load_adapter(model, config_path.parent, is_trainable=True, name=where, allow_pickle=allow_pickle)
 
 
-__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "load"]
+__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "library_version", "load"]
