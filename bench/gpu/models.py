@@ -45,7 +45,8 @@ class Case:
 
         transformers.logging.set_verbosity_error()
         torch.manual_seed(seed)
-        return GCLModel.from_backbone(self.build(), **overrides).to(device).train()
+        with torch.device(device):  # initialise on the device: seconds less per model on a GPU
+            return GCLModel.from_backbone(self.build(), **overrides).to(device).train()
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,11 @@ def step_ratio(ctx: Context, case: Case, batch_size: int) -> Iterator[dict[str, 
                          device=ctx.device, verbose=False)
     ratio = paired_ratio(timings.wall["gcl"], timings.wall["clip"])
     value = ratio["median_of_ratios"]
-    yield figure(f"step_ratio/{case.name}", value, "x", ratio=value, target=f"<= {STEP_TARGET}",
-                 passed=value <= STEP_TARGET, model=case.label,
+    own_fusion = model.config.fusion == "backbone"  # VISTA: fused items are a third encoder pass, not a sum
+    target = ("report (fusion='backbone': the fused embedding is its own encoder pass)" if own_fusion
+              else f"<= {STEP_TARGET}")
+    yield figure(f"step_ratio/{case.name}", value, "x", ratio=value, target=target,
+                 passed=None if own_fusion else value <= STEP_TARGET, model=case.label,
                  config={"batch": batch_size, "text_tokens_padded": int(batch["input_ids"].shape[1]),
                          "objective": model.config.objective, "rounds": rounds,
                          "step": "forward + loss + backward + AdamW(fused) step, bf16 autocast, eager"},
@@ -92,7 +95,7 @@ def grad_cache(ctx: Context, case: Case) -> Iterator[dict[str, Any]]:
     weights, inputs and optimizer state) and time per sample of forward + loss + backward (bf16 autocast)."""
     from bench_grad_cache import fwd_bwd
 
-    large, small, chunk = ctx.size(8192, 64), ctx.size(1024, 8), ctx.size(512, 8)
+    large, small, chunk = ctx.size(8192, 32), ctx.size(1024, 4), ctx.size(512, 8)
     model = case.gcl_model(ctx.device)
     batches = {"plain": make_batch(case, small, ctx.device, seed=1), "cached": make_batch(case, large, ctx.device)}
 
