@@ -90,7 +90,7 @@ FAMILIES: tuple[BackboneFamily, ...] = (
     BackboneFamily("GroupViT", ("groupvit",)),
     BackboneFamily("OWL-ViT", ("owlvit", "owlv2"), refusal=(
         "its weights are fine-tuned for open-vocabulary detection (per-box embeddings); the pooled image "
-        f"feature is not a trained retrieval embedding: {_NOT_RETRIEVAL}")),
+        f"feature is not a trained retrieval embedding; {_NOT_RETRIEVAL}")),
     BackboneFamily("FLAVA", ("flava",), refusal=(
         "its get_image_features / get_text_features return unprojected per-token hidden states, not one "
         "retrieval embedding per item; use a CLIP-like dual encoder (CLIPModel, SiglipModel, ...)")),
