@@ -216,6 +216,25 @@ def _aimv2() -> Any:
     return tf.Aimv2Model(tf.Aimv2Config(text_config=_text(tok), vision_config=_vision(), projection_dim=HIDDEN))
 
 
+def _clipseg() -> Any:
+    tok = clip_tokenizer()
+    return tf.CLIPSegModel(tf.CLIPSegConfig(text_config=_text(tok), vision_config=_vision(), projection_dim=HIDDEN,
+                                            extract_layers=[0], reduce_dim=16))
+
+
+def _clipseg_processor() -> Any:
+    return tf.CLIPSegProcessor(image_processor=_fixed_image_processor(tf.ViTImageProcessorPil),
+                               tokenizer=clip_tokenizer())
+
+
+def _groupvit() -> Any:
+    tok = clip_tokenizer()
+    vision = dict(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_attention_heads=2, image_size=IMAGE,
+                  patch_size=PATCH, depths=[1, 1], num_group_tokens=[4, 0], num_output_groups=[4, 2])
+    return tf.GroupViTModel(tf.GroupViTConfig(text_config=_text(tok), vision_config=vision, projection_dim=HIDDEN,
+                                              projection_intermediate_dim=HIDDEN))
+
+
 CASES: tuple[FamilyCase, ...] = (
     FamilyCase("clip", "clip", _seeded(_clip), _clip_processor),
     FamilyCase("tinyclip", "clip", _seeded(_tinyclip), _clip_processor),
@@ -228,4 +247,6 @@ CASES: tuple[FamilyCase, ...] = (
     FamilyCase("align", "align", _seeded(_align), _align_processor),
     FamilyCase("blip", "blip", _seeded(_blip), _blip_processor),
     FamilyCase("aimv2", "aimv2", _seeded(_aimv2), _clip_processor),
+    FamilyCase("clipseg", "clipseg", _seeded(_clipseg), _clipseg_processor),
+    FamilyCase("groupvit", "groupvit", _seeded(_groupvit), _clip_processor),
 )

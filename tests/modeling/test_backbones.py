@@ -91,8 +91,9 @@ def test_gradient_cache_step_equals_the_plain_step(case):
     cached_gradient_step(model, batch, chunk_size=3)
     cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     assert plain.keys() == cached.keys() and len(plain) > 4
-    for name in plain:
-        torch.testing.assert_close(cached[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+    scale = max(g.abs().max().item() for g in plain.values())  # float32 noise grows with the largest gradient
+    worst = max(plain, key=lambda n: (cached[n] - plain[n]).abs().max().item())
+    assert (cached[worst] - plain[worst]).abs().max().item() <= 1e-6 * scale + 1e-7, (worst, scale)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -170,10 +171,13 @@ def test_sentence_transformers_forms(case, tmp_path):
     expected = model.encode(TEXTS[:2]), model.encode(images)
     model.save_pretrained(tmp_path / "full")
     model.save_backbone(tmp_path / "backbone")
+    st_full = SentenceTransformer(str(tmp_path / "full"), device="cpu")
     for form in ("full", "backbone"):
-        st = SentenceTransformer(str(tmp_path / form), device="cpu")
+        st = st_full if form == "full" else SentenceTransformer(str(tmp_path / form), device="cpu")
         np.testing.assert_allclose(st.encode(TEXTS[:2]), expected[0], atol=1e-5, rtol=0, err_msg=form)
         np.testing.assert_allclose(st.encode(images), expected[1], atol=1e-5, rtol=0, err_msg=form)
+    items = [{"image": image, "text": text} for image, text in zip(images, TEXTS)]
+    np.testing.assert_allclose(st_full.encode(items), model.encode(list(zip(images, TEXTS))), atol=1e-5, rtol=0)
 
 
 def test_siglip2_naflex_trains_with_lora_through_the_trainer(tmp_path):
