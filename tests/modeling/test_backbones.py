@@ -258,3 +258,28 @@ def test_align_with_unmatched_projection_sizes_is_refused():
                             vision_config=dict(hidden_dim=48, num_hidden_layers=1), projection_dim=32)
     with pytest.raises(TypeError, match="ALIGN has no image projection"):
         GCLModel.from_backbone(tf.AlignModel(config))
+
+
+@pytest.mark.parametrize("name", ["siglip2-naflex", "blip", "chinese_clip"])
+def test_cli_train_accepts_a_local_checkpoint_of_the_family(name, tmp_path):
+    import json
+
+    from gcl_hf.cli.train import parse_args, run
+
+    case = next(c for c in CASES if c.name == name)
+    case.make_backbone().save_pretrained(tmp_path / "ckpt")
+    case.make_processor().save_pretrained(tmp_path / "ckpt")
+    lines = []
+    for i, (image, text) in enumerate(zip(_images(), TEXTS)):
+        image.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "text": text}))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    result = run(*parse_args([
+        "--model_name_or_path", str(tmp_path / "ckpt"), "--train_data", str(tmp_path / "train.jsonl"),
+        "--image_root", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4",
+        "--max_steps", "1", "--lora_r", "2", "--report_to", "none", "--use_cpu", "--save_strategy", "no",
+        "--dataloader_num_workers", "0",
+    ]))
+    trained = GCLModel.from_pretrained(tmp_path / "out")
+    assert case.model_type in family_of(trained).model_types
+    assert trained.config.lora_config["target_modules"] and np.isfinite(result["metrics"]["train_loss"])
