@@ -260,7 +260,10 @@ def test_align_with_unmatched_projection_sizes_is_refused():
         GCLModel.from_backbone(tf.AlignModel(config))
 
 
-@pytest.mark.parametrize("name", ["siglip2-naflex", "blip", "chinese_clip"])
+CLI_CASES = ("siglip2-naflex", "blip", "chinese_clip")
+
+
+@pytest.mark.parametrize("name", CLI_CASES)
 def test_cli_train_accepts_a_local_checkpoint_of_the_family(name, tmp_path):
     import json
 
@@ -283,3 +286,33 @@ def test_cli_train_accepts_a_local_checkpoint_of_the_family(name, tmp_path):
     trained = GCLModel.from_pretrained(tmp_path / "out")
     assert case.model_type in family_of(trained).model_types
     assert trained.config.lora_config["target_modules"] and np.isfinite(result["metrics"]["train_loss"])
+
+
+def test_the_readme_table_matches_the_suite():
+    """README "Tested backbones": one row per family of FAMILIES, its suite cases, settings and CLI mark."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Tested backbones", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| Family")]
+    by_name = {f.name: f for f in FAMILIES}
+    names = set()
+    cases = {c.name: c for c in CASES}
+    seen_cases = set()
+    for name, types, listed, objective, padding, lora, cli in rows:
+        for part in name.split(" / "):
+            names.add(part)
+        family = by_name[name.split(" / ")[0]]
+        assert types.replace("`", "").split(", ") == list(family.model_types)
+        if family.refusal is not None:
+            assert listed.startswith("refused: ")
+            continue
+        named = {c for c in cases if f"`{c}`" in listed}
+        assert named and all(cases[c].model_type in family.model_types for c in named), name
+        seen_cases |= named
+        assert objective == family.objective and lora == f"`{','.join(family.lora_target_modules)}`"
+        assert padding == ("longest" if family.text_padding == "longest" else f"max_length {family.text_max_length}")
+        assert (cli == "✓") == bool(named & set(CLI_CASES)), name
+    assert seen_cases == set(cases)
+    assert {f.name for f in FAMILIES} <= names | {"OWL-ViT"}
