@@ -76,6 +76,16 @@ def test_forward_embeddings_are_the_backbones_own_features(case):
     torch.testing.assert_close(out.text_embeds, F.normalize(text, dim=-1))
     torch.testing.assert_close(out.fused_embeds, F.normalize(image + text, dim=-1))
     assert torch.isfinite(out.loss) and model.config.objective == family.objective
+    own = dict(model.backbone.named_parameters(recurse=False))  # the temperature parameters the table names
+    assert {family.logit_scale, family.logit_bias} - {None} <= set(own)
+    if family.logit_scale is not None:
+        assert model.log_logit_scale_param is own[family.logit_scale]
+    else:
+        assert "logit_scale" not in own and model.log_logit_scale_param is model.log_logit_scale
+    if family.logit_bias is not None:
+        assert model.logit_bias_param is own[family.logit_bias]
+    else:
+        assert "logit_bias" not in own and model.logit_bias_param is None
     padding = "max_length" if family.text_padding == "max_length" else "longest"
     assert (batch["input_ids"].shape[1] == 64) == (padding == "max_length")
 
