@@ -270,10 +270,7 @@ def test_align_with_unmatched_projection_sizes_is_refused():
         GCLModel.from_backbone(tf.AlignModel(config))
 
 
-CLI_CASES = ("siglip2-naflex", "blip", "chinese_clip")
-
-
-@pytest.mark.parametrize("name", CLI_CASES)
+@pytest.mark.parametrize("name", IDS)  # each trains in about a second
 def test_cli_train_accepts_a_local_checkpoint_of_the_family(name, tmp_path):
     import json
 
@@ -299,7 +296,7 @@ def test_cli_train_accepts_a_local_checkpoint_of_the_family(name, tmp_path):
 
 
 def test_the_readme_table_matches_the_suite():
-    """README "Tested backbones": one row per family of FAMILIES, its suite cases, settings and CLI mark."""
+    """README "Tested backbones": one row per family of FAMILIES, its suite cases and settings."""
     from pathlib import Path
 
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
@@ -310,7 +307,7 @@ def test_the_readme_table_matches_the_suite():
     names = set()
     cases = {c.name: c for c in CASES}
     seen_cases = set()
-    for name, types, listed, objective, padding, lora, cli in rows:
+    for name, types, listed, objective, padding, lora in rows:
         for part in name.split(" / "):
             names.add(part)
         family = by_name[name.split(" / ")[0]]
@@ -323,6 +320,5 @@ def test_the_readme_table_matches_the_suite():
         seen_cases |= named
         assert objective == family.objective and lora == f"`{','.join(family.lora_target_modules)}`"
         assert padding == ("longest" if family.text_padding == "longest" else f"max_length {family.text_max_length}")
-        assert (cli == "✓") == bool(named & set(CLI_CASES)), name
     assert seen_cases == set(cases)
     assert {f.name for f in FAMILIES} <= names | {"OWL-ViT"}
