@@ -19,7 +19,9 @@ from typing import Any
 import datasets
 import torch
 
-from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings
+from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed, encode_dataset_sharded
+from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus
+from gcl_hf.retrieval.encoding import encode_dataset
 
 __all__ = ["EncodeOptions", "encode_with", "parse_ks"]
 
@@ -67,8 +69,8 @@ class EncodeOptions:
 
     def dataset_kwargs(self) -> dict[str, Any]:
         """The keywords of :func:`~gcl_hf.retrieval.encoding.encode_dataset`."""
-        return dict(image_root=self.image_root, batch_size=self.batch_size, num_workers=self.num_workers,
-                    device=self.device, processor_kwargs=self.processor_kwargs, show_progress=self.show_progress)
+        return {"image_root": self.image_root, "batch_size": self.batch_size, "num_workers": self.num_workers,
+                "device": self.device, "processor_kwargs": self.processor_kwargs, "show_progress": self.show_progress}
 
 
 def parse_ks(k: int | str | Sequence[int | str], name: str = "k") -> tuple[int, ...]:
@@ -87,10 +89,6 @@ def parse_ks(k: int | str | Sequence[int | str], name: str = "k") -> tuple[int, 
 def encode_with(model: Any, processor: Any, dataset: datasets.Dataset, options: EncodeOptions, *,
                 desc: str = "encoding") -> torch.Tensor | CorpusEmbeddings:
     """Embeddings of every row of ``dataset`` (row-aligned) the way ``options`` say (module docstring)."""
-    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed, encode_dataset_sharded
-    from gcl_hf.retrieval.embedding_cache import encode_corpus
-    from gcl_hf.retrieval.encoding import encode_dataset
-
     kwargs = options.dataset_kwargs()
     if options.cache_dir is None:
         if options.distributed:
