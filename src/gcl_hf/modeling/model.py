@@ -33,6 +33,7 @@ from gcl_hf.modeling.fusion import (
     has_fused_encoder,
 )
 from gcl_hf.modeling.lora import LoraMixin
+from gcl_hf.modeling.publishing import PublishingMixin
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class GCLPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
-class GCLModel(EncodeMixin, LoraMixin, GCLPreTrainedModel):
+class GCLModel(EncodeMixin, LoraMixin, PublishingMixin, GCLPreTrainedModel):
     """A CLIP-like backbone that embeds images, texts and fused image+text items into one space.
 
     Build one with :meth:`from_backbone` (wrap a model or a checkpoint name) or ``from_pretrained`` (a saved
@@ -348,52 +349,6 @@ class GCLModel(EncodeMixin, LoraMixin, GCLPreTrainedModel):
             scale,
             logit_bias=bias.reshape(()) if bias is not None else None,
             return_pair_losses=return_pair_losses,
-        )
-
-    # ------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """``PreTrainedModel.save_pretrained`` plus, beside the weights, the attached processor (so `encode` finds
-        it) and the sentence-transformers files (so ``SentenceTransformer(directory)`` loads the model)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        self._save_usage_files(save_directory, form="full", **kwargs)
-
-    def _save_usage_files(self, save_directory: str | os.PathLike, *, form: str, **kwargs: Any) -> None:
-        if not kwargs.get("is_main_process", True):
-            return
-        from gcl_hf.modeling.st_format import write_sentence_transformers_files
-
-        if self.processor is not None:
-            self.processor.save_pretrained(save_directory)
-        write_sentence_transformers_files(self, save_directory, form=form)
-
-    # ------------------------------------------------------------------ Hub
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        form: str = "full",
-        processor: Any | None = None,
-        eval_results: Any | None = None,
-        training_info: Any | None = None,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str = "50GB",
-        tags: list[str] | None = None,
-        **card_kwargs: Any,
-    ) -> str:
-        """Publish with a GCL model card: ``form`` is ``"full"``, ``"adapter"`` (LoRA only) or ``"backbone"``
-        (the merged plain checkpoint). See :func:`gcl_hf.hub.publish`."""
-        from gcl_hf.hub.publish import publish
-
-        return publish(
-            self, repo_id, form=form, processor=processor, eval_results=eval_results,
-            training_info=training_info, commit_message=commit_message,
-            commit_description=commit_description, private=private, token=token, revision=revision,
-            create_pr=create_pr, max_shard_size=max_shard_size, tags=tags, **card_kwargs,
         )
 
     def get_input_embeddings(self) -> nn.Module:
