@@ -14,14 +14,14 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import torch
 
-from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed, encode_dataset_sharded
-from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus
-from gcl_hf.retrieval.encoding import encode_dataset
+if TYPE_CHECKING:  # this module imports without datasets (GCLTrainingArguments parses k with it)
+    import datasets
+
+    from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings
 
 __all__ = ["EncodeOptions", "encode_with", "parse_ks"]
 
@@ -89,6 +89,10 @@ def parse_ks(k: int | str | Sequence[int | str], name: str = "k") -> tuple[int, 
 def encode_with(model: Any, processor: Any, dataset: datasets.Dataset, options: EncodeOptions, *,
                 desc: str = "encoding") -> torch.Tensor | CorpusEmbeddings:
     """Embeddings of every row of ``dataset`` (row-aligned) the way ``options`` say (module docstring)."""
+    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed, encode_dataset_sharded
+    from gcl_hf.retrieval.embedding_cache import encode_corpus
+    from gcl_hf.retrieval.encoding import encode_dataset
+
     kwargs = options.dataset_kwargs()
     if options.cache_dir is None:
         if options.distributed:
