@@ -170,15 +170,9 @@ class GCLTrainingArguments(TrainingArguments):
     @property
     def retrieval_ks(self) -> tuple[int, ...] | None:
         """``retrieval_k`` as a tuple of positive ints (``None`` when unset)."""
-        if self.retrieval_k is None:
-            return None
-        try:
-            ks = tuple(int(k) for k in str(self.retrieval_k).split(",") if k.strip())
-        except ValueError:
-            raise ValueError(f"retrieval_k={self.retrieval_k!r}: expected comma-separated integers") from None
-        if not ks or any(k < 1 for k in ks):
-            raise ValueError(f"retrieval_k={self.retrieval_k!r}: expected positive integers")
-        return ks
+        from gcl_hf.retrieval.options import parse_ks
+
+        return None if self.retrieval_k is None else parse_ks(self.retrieval_k, "retrieval_k")
 
     def lora_config(self, model: Any = None) -> Any | None:
         """A peft ``LoraConfig`` from the ``lora_*`` shortcuts, or ``None`` when ``lora_r`` is unset. Without
