@@ -127,3 +127,37 @@ def test_control_characters_in_documents_are_escaped_when_printed(tmp_path, caps
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "red \\x1b]0;pwned\\x07 boat \\x1b[2J" in out
+
+
+def _one_error_line(capsys, prog: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"{prog}: error: ")
+    return lines[0]
+
+
+def test_known_failures_of_encode_and_search_are_one_line(encoded, tmp_path, capsys):
+    root, docs, model = encoded
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(tmp_path / "empty.jsonl"),
+                     "--cache-dir", str(tmp_path / "c")]) == 1
+    assert "empty.jsonl: the pool file is empty (no rows)" in _one_error_line(capsys, "gcl-hf encode")
+    bad = tmp_path / "latin1"
+    bad.mkdir()
+    (bad / "a.txt").write_bytes(b"caf\xe9")
+    assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(bad), "--cache-dir",
+                     str(tmp_path / "c")]) == 1
+    assert "latin1/a.txt: not valid UTF-8: byte 0xe9 at byte offset 3" in _one_error_line(capsys, "gcl-hf encode")
+    index_dir = _index_dir(root, capsys)
+    copy = tmp_path / "idx"
+    import shutil
+
+    shutil.copytree(index_dir, copy)
+    info = json.loads((copy / "gcl_index.json").read_text())
+    for content, expected in ((json.dumps({k: v for k, v in info.items() if k != "dim"}), "missing field 'dim'"),
+                              ("[]", "expected a JSON object, got a list"), ("{", "unreadable (JSONDecodeError")):
+        (copy / "gcl_index.json").write_text(content)
+        assert cli.main(["search", "--index", str(copy), "--text", "boat"]) == 1
+        line = _one_error_line(capsys, "gcl-hf search")
+        assert f"{copy / 'gcl_index.json'}: {expected}" in line

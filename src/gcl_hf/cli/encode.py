@@ -100,11 +100,15 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     builder = _FORMATS.get(path.suffix.lower())
     if builder is None:
         raise CLIError(f"{path}: unsupported pool format {path.suffix!r} (use a folder, .jsonl, .json or .parquet)")
+    if builder == "json" and not _has_content(path):
+        raise CLIError(f"{path}: the pool file is empty (no rows); write one JSON object per line")
     try:
         dataset = datasets.load_dataset(builder, data_files=str(path.resolve()), split="train",
                                         cache_dir=None if cache_dir is None else str(cache_dir))
     except Exception as exc:  # noqa: BLE001 - the parser's message, located at the file
         raise CLIError(f"{path}: cannot read the pool file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+    if len(dataset) == 0:
+        raise CLIError(f"{path}: the pool file has no rows")
     columns = dataset.column_names
     missing = [c for c in ("id", "modality") if c not in columns]
     if not {"text", "image"} & set(columns):
@@ -112,6 +116,15 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     if missing:
         raise CLIError(f"{path}: missing column '{missing[0]}' (columns: {columns})")
     return dataset
+
+
+def _has_content(path: Path) -> bool:
+    """Whether a text file holds anything but whitespace (read in blocks; stops at the first character)."""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            if block.strip():
+                return True
+    return False
 
 
 def _items(args: Any) -> list[tuple[str, Any, str | None]]:
