@@ -108,25 +108,31 @@ _FILE_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """Hash of a file's bytes (read in 1 MiB blocks), or ``"missing:<path>"`` when it cannot be read (encoding
+    """Hash of a file's bytes (streamed), or ``"missing:<path>"`` when it cannot be read (encoding
     then reports it). Memoised per process on the file's size, times and inode, never across runs."""
     path = os.fspath(path)
     try:
         st = os.stat(path)
     except (OSError, ValueError):
         return f"missing:{path}"
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    key = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     digest = _FILE_DIGESTS.get(key)
     if digest is None:
-        h = _hasher()
         try:
             with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+                digest = _FILE_DIGESTS[key] = _stream_digest(fh)
         except OSError:
             return f"missing:{path}"
-        digest = _FILE_DIGESTS[key] = h.hexdigest()
     return digest
+
+
+def _stream_digest(fh: Any) -> str:
+    if hasattr(hashlib, "file_digest"):  # Python >= 3.11: the read loop in C
+        return hashlib.file_digest(fh, _hasher).hexdigest()
+    h = _hasher()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
 
 
 def _image_content(value: Any, root: str | None) -> Any:
@@ -152,12 +158,12 @@ def rows_content_digest(dataset: datasets.Dataset, start: int, stop: int, image_
     h = _hasher()
     columns = [c for c in ENCODED_COLUMNS if c in dataset.column_names]
     rows = dataset.select_columns(columns).with_format(None)[start:stop]
+    h.update(repr(columns).encode())
+    for c in ("image", "frames"):
+        if c in rows:
+            rows[c] = [_image_content(v, image_root) for v in rows[c]]
     for i in range(stop - start):
-        row = {c: rows[c][i] for c in columns}
-        for c in ("image", "frames"):
-            if c in row:
-                row[c] = _image_content(row[c], image_root)
-        h.update(json.dumps(row, sort_keys=True, default=repr).encode())
+        h.update(repr(tuple(rows[c][i] for c in columns)).encode())
         h.update(b"\0")
     return h.hexdigest()
 

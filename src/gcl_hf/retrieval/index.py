@@ -223,9 +223,7 @@ class GCLIndex:
             swap_in(stage, directory)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        if source is not None and source.resolve() == directory.resolve():
-            self.embeddings = load_cached(directory)  # the swapped-in files (same bytes)
-        return directory
+        return directory  # memory-mapped shards stay valid: the swapped-in files are links to the same bytes
 
     def _write_embeddings(self, directory: Path) -> None:
         if isinstance(self.embeddings, CorpusEmbeddings):
