@@ -143,6 +143,11 @@ def test_known_failures_of_encode_and_search_are_one_line(encoded, tmp_path, cap
     assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(tmp_path / "empty.jsonl"),
                      "--cache-dir", str(tmp_path / "c")]) == 1
     assert "empty.jsonl: the pool file is empty (no rows)" in _one_error_line(capsys, "gcl-hf encode")
+    (tmp_path / "dup.jsonl").write_text('{"id": "a", "modality": "text", "text": "x"}\n'
+                                        '{"id": "a", "modality": "text", "text": "y"}\n')
+    assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(tmp_path / "dup.jsonl"),
+                     "--cache-dir", str(tmp_path / "c")]) == 1
+    assert "dup.jsonl: rows 0 and 1 have the same id 'a'" in _one_error_line(capsys, "gcl-hf encode")
     bad = tmp_path / "latin1"
     bad.mkdir()
     (bad / "a.txt").write_bytes(b"caf\xe9")

@@ -87,7 +87,7 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     """
     import datasets
 
-    from gcl_hf.retrieval.documents import documents_from_folder
+    from gcl_hf.retrieval.documents import check_ids, documents_from_folder
 
     path = Path(path)
     if path.is_dir():
@@ -115,6 +115,10 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
         missing.append("text' or 'image")
     if missing:
         raise CLIError(f"{path}: missing column '{missing[0]}' (columns: {columns})")
+    try:  # a hit names one document: ids present and unique
+        check_ids(dataset.select_columns(["id"]).with_format(None)["id"], str(path))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     return dataset
 
 

@@ -92,7 +92,7 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[str]]]:
                     continue
             if path.is_file():
                 files.append(path)
-    return files, skipped
+    return sorted(files), skipped
 
 
 def _read_text(path: Path) -> str:
