@@ -244,21 +244,14 @@ class GCLIndex:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"index directory not found: {directory}")
-        info = IndexInfo.read(directory / INDEX_FILE)
-        embeddings = load_cached(directory)
-        if not embeddings.complete or embeddings.num_rows != info.num_rows:
-            why = "; ".join(f"{k}: {v}" for k, v in embeddings.problems.items()) or "deleted or never written"
-            raise IndexFormatError(
-                f"{directory}: {embeddings.num_rows} of {info.num_rows} embeddings present (missing shards: "
-                f"{', '.join(embeddings.missing) or 'none'}; {why}); run the gcl-hf encode that built it again, "
-                "or rebuild and save the index")
-        if embeddings.dim != info.dim:
-            raise IndexFormatError(f"{directory}: the shards hold {embeddings.dim}-d embeddings, {INDEX_FILE} says "
-                                   f"{info.dim}; rebuild the index")
-        if not (directory / DOCUMENTS_DIR).is_dir():
-            raise FileNotFoundError(f"{directory}: no {DOCUMENTS_DIR}/ (the ids of the embeddings)")
-        documents = datasets.load_from_disk(str(directory / DOCUMENTS_DIR))
-        _verify(directory, info, documents)
+        for attempt in range(3):  # a save swapping a whole new index in while we read: read that one
+            inode = directory.stat().st_ino
+            try:
+                info, embeddings, documents = _read_parts(directory)
+                break
+            except (IndexFormatError, OSError):
+                if attempt == 2 or directory.stat().st_ino == inode:
+                    raise
         model = model if model is not None else _load_model(info, directory)
         if device is not None:
             model.to(device)
@@ -318,6 +311,26 @@ class GCLIndex:
         ids = self.ids
         return [SearchResults([ids[j] for j in r if j >= 0], [s for j, s in zip(r, sc) if j >= 0],
                               [j for j in r if j >= 0]) for r, sc in zip(rows.tolist(), scores.tolist())]
+
+
+def _read_parts(directory: Path) -> tuple[IndexInfo, CorpusEmbeddings, datasets.Dataset]:
+    """``gcl_index.json``, the verified shards and the documents of an index, checked against each other."""
+    info = IndexInfo.read(directory / INDEX_FILE)
+    embeddings = load_cached(directory)
+    if not embeddings.complete or embeddings.num_rows != info.num_rows:
+        why = "; ".join(f"{k}: {v}" for k, v in embeddings.problems.items()) or "deleted or never written"
+        raise IndexFormatError(
+            f"{directory}: {embeddings.num_rows} of {info.num_rows} embeddings present (missing shards: "
+            f"{', '.join(embeddings.missing) or 'none'}; {why}); run the gcl-hf encode that built it again, "
+            "or rebuild and save the index")
+    if embeddings.dim != info.dim:
+        raise IndexFormatError(f"{directory}: the shards hold {embeddings.dim}-d embeddings, {INDEX_FILE} says "
+                               f"{info.dim}; rebuild the index")
+    if not (directory / DOCUMENTS_DIR).is_dir():
+        raise FileNotFoundError(f"{directory}: no {DOCUMENTS_DIR}/ (the ids of the embeddings)")
+    documents = datasets.load_from_disk(str(directory / DOCUMENTS_DIR))
+    _verify(directory, info, documents)
+    return info, embeddings, documents
 
 
 def _load_model(info: IndexInfo, directory: Path) -> Any:
