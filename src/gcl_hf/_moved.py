@@ -37,7 +37,6 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder):
         if new is not None:
             raise ModuleNotFoundError(f"{fullname} moved to {new}: import it from there (gcl-hf now groups its "
                                       "modules in subpackages; see README 'Architecture')", name=fullname)
-        return None
 
 
 def install() -> None:

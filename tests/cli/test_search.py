@@ -138,7 +138,7 @@ def _one_error_line(capsys, prog: str) -> str:
 
 
 def test_known_failures_of_encode_and_search_are_one_line(encoded, tmp_path, capsys):
-    root, docs, model = encoded
+    root = encoded[0]
     (tmp_path / "empty.jsonl").write_text("\n")
     assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(tmp_path / "empty.jsonl"),
                      "--cache-dir", str(tmp_path / "c")]) == 1

@@ -12,11 +12,15 @@ import pytest
 from gcl_hf import GCLModel
 from gcl_hf.testing import tiny_clip, tiny_processor
 from gcl_hf.training.arguments import GCLTrainingArguments
-from gcl_hf.training.batch import ContrastiveBatchError, SMALL_BATCH, negatives_per_anchor
+from gcl_hf.training.batch import (
+    SMALL_BATCH,
+    ContrastiveBatchError,
+    negatives_per_anchor,
+)
 from gcl_hf.training.trainer import GCLTrainer
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-from train_dist_check import dataset  # noqa: E402
+from train_dist_check import dataset
 
 
 def _trainer(tmp_path, rows=None, **overrides):
@@ -47,7 +51,7 @@ def test_a_batch_of_one_clip_pair_is_refused_naming_the_batch_size(tmp_path):
 def test_a_small_batch_warns_with_the_rule(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="gcl_hf.training.batch"):
         _trainer(tmp_path, per_device_train_batch_size=8)
-    assert f"a contrastive batch of 8 pairs gives each anchor 22 in-batch negatives" in caplog.text
+    assert "a contrastive batch of 8 pairs gives each anchor 22 in-batch negatives" in caplog.text
     assert f"below {SMALL_BATCH} pairs the retrieval signal is weak" in caplog.text
 
 
