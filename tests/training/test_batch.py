@@ -62,3 +62,25 @@ def test_a_last_batch_of_one_is_dropped(tmp_path):
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
+
+
+def test_gcl_hf_train_reports_a_batch_without_negatives_in_one_line(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from gcl_hf import cli
+
+    tiny_clip().save_pretrained(tmp_path / "clip")
+    tiny_processor().save_pretrained(tmp_path / "clip")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        lines.append(f'{{"image": "{i}.png", "text": "caption {i}"}}')
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    code = cli.main(["train", "--model", str(tmp_path / "clip"), "--train_data", str(tmp_path / "pairs.jsonl"),
+                     "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "1", "--pairs", "clip",
+                     "--max_steps", "1", "--use_cpu", "--report_to", "none"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "gcl-hf train: error: per_device_train_batch_size=1 gives a contrastive batch of 1 pair(s)" in err
