@@ -256,3 +256,12 @@ def test_open_image_array_checks():
                         (b"", "empty image bytes"), ({"path": None}, "neither")]:
         with pytest.raises(ImageLoadError, match=reason):
             open_image(bad, row=0, column="image")
+
+
+def test_collator_tokenizes_a_literal_special_token_as_text(png):
+    processor = make_processor()
+    collator = GCLCollator.for_model(tiny_clip(), processor)
+    batch = collator([{"image": str(png), "text": "a <|endoftext|> red cube"}])
+    eos = processor.tokenizer.eos_token_id
+    ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    assert ids.count(eos) == 1 and ids[-1] == eos  # only the tokenizer's own end token

@@ -15,8 +15,10 @@ plain backbone the SigLIP names decide.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +27,7 @@ import torch
 from gcl_hf.data.errors import DataFormatError
 from gcl_hf.data.images import ImageLoadError, open_image
 
-__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "text_settings"]
+__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "literal_special_tokens", "text_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,23 @@ _FIXED_LENGTH_FAMILIES = ("siglip",)  # without a GCLModel's family: text towers
 
 def _tokenizer(processor: Any) -> Any:
     return getattr(processor, "tokenizer", processor)
+
+
+@contextlib.contextmanager
+def literal_special_tokens(processor: Any) -> Iterator[None]:
+    """Texts are data: inside this block a literal ``<|endoftext|>`` (or any special token's text) in a caption is
+    tokenized as characters, never as the special token itself, which would end the text there for CLIP-style
+    pooling. The tokenizer still adds its own start/end tokens. Used by the collator and the encoding engine."""
+    tokenizer = _tokenizer(processor)
+    if not hasattr(tokenizer, "split_special_tokens"):
+        yield
+        return
+    before = tokenizer.split_special_tokens
+    tokenizer.split_special_tokens = True
+    try:
+        yield
+    finally:
+        tokenizer.split_special_tokens = before
 
 
 def _tokenizer_limit(processor: Any) -> int | None:
@@ -204,15 +223,16 @@ class GCLCollator:
         if not kept:
             raise ValueError(f"all {len(records)} records of the batch were skipped (errors='skip'); "
                              "see the warnings above")
-        batch = self.processor(
-            images=images,
-            text=texts,
-            padding=self.padding,
-            truncation=True,
-            max_length=self.max_length,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            return_tensors="pt",
-        )
+        with literal_special_tokens(self.processor):
+            batch = self.processor(
+                images=images,
+                text=texts,
+                padding=self.padding,
+                truncation=True,
+                max_length=self.max_length,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                return_tensors="pt",
+            )
         out = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
         if self.return_records:
             out["records"] = kept

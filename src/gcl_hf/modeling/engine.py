@@ -80,7 +80,10 @@ def process_batch(processor: Any, modality: Modality, *, texts: Sequence[str] | 
     if modality != "text":
         kwargs["images"] = list(images or [])
     kwargs.update(processor_kwargs or {})
-    return dict(processor(**kwargs))
+    from gcl_hf.data.collator import literal_special_tokens
+
+    with literal_special_tokens(processor):
+        return dict(processor(**kwargs))
 
 
 @dataclass
