@@ -173,7 +173,7 @@ def check_ids(ids: Sequence[Any], source: str = "documents") -> None:
         seen[key] = n
 
 
-def _as_documents(data: Any) -> tuple[datasets.Dataset, str | None]:
+def as_documents(data: Any) -> tuple[datasets.Dataset, str | None]:
     """``(dataset, image root)`` of a Dataset, a list of records or a folder."""
     if isinstance(data, (str, os.PathLike)):
         return documents_from_folder(data), str(Path(data).resolve())

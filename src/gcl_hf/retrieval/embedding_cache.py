@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from gcl_hf.errors import RecordError
-from gcl_hf.retrieval.fingerprints import (_hasher, dataset_fingerprint, dataset_identity, model_fingerprint,
+from gcl_hf.retrieval.fingerprints import (hasher, dataset_fingerprint, dataset_identity, model_fingerprint,
                                            processor_fingerprint, rows_content_digest)
 from gcl_hf.retrieval.encoding import EncodingError, encode_dataset
 
@@ -55,7 +55,7 @@ def cache_key(model: torch.nn.Module, processor: Any, dataset: datasets.Dataset,
               processor_kwargs: dict[str, Any] | None = None) -> str:
     """The cache directory name for these inputs (model and processor fingerprints, processor kwargs, the
     dataset's identity: length, columns, ids; the rows' content is checked shard by shard)."""
-    h = _hasher()
+    h = hasher()
     for part in (f"v{CACHE_VERSION}", model_fingerprint(model), processor_fingerprint(processor),
                  dataset_identity(dataset), json.dumps(processor_kwargs or {}, sort_keys=True, default=repr)):
         h.update(part.encode())

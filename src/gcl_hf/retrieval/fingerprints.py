@@ -23,7 +23,7 @@ __all__ = ["dataset_fingerprint", "dataset_identity", "file_digest", "model_fing
 ENCODED_COLUMNS = ("id", "text", "image", "modality", "frames", "frame_weights")
 
 
-def _hasher() -> Any:
+def hasher() -> Any:
     return hashlib.blake2b(digest_size=16)
 
 _VOLATILE_CONFIG = frozenset({"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
@@ -42,7 +42,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     """Hash of what a model computes: its class, its config (less the keys a save/load round trip changes:
     ``_name_or_path``, ``architectures``, ``dtype``, ...) and every parameter/buffer's name, dtype, shape and
     bytes. The same weights give the same fingerprint in memory, saved, reloaded or pulled from the Hub."""
-    h = _hasher()
+    h = hasher()
     h.update(type(model).__qualname__.encode())
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
@@ -58,7 +58,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 def processor_fingerprint(processor: Any) -> str:
     """Hash of a processor's configuration: image-processor settings and the tokenizer's vocabulary
     and options (anything that changes the model inputs)."""
-    h = _hasher()
+    h = hasher()
     h.update(type(processor).__qualname__.encode())
     parts: list[Any] = [processor] + [getattr(processor, a, None) for a in ("image_processor", "tokenizer")]
     for part in parts:
@@ -84,7 +84,7 @@ def processor_fingerprint(processor: Any) -> str:
 def dataset_fingerprint(dataset: datasets.Dataset) -> str:
     """Hash of the content of the columns that encoding reads (``id``, ``text``, ``image``, ``modality``,
     ``frames``, ``frame_weights``)."""
-    h = _hasher()
+    h = hasher()
     columns = [c for c in ENCODED_COLUMNS if c in dataset.column_names]
     h.update(f"{len(dataset)}|{columns}".encode())
     arrow = dataset.select_columns(columns).with_format("arrow")
@@ -128,8 +128,8 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def _stream_digest(fh: Any) -> str:
     if hasattr(hashlib, "file_digest"):  # Python >= 3.11: the read loop in C
-        return hashlib.file_digest(fh, _hasher).hexdigest()
-    h = _hasher()
+        return hashlib.file_digest(fh, hasher).hexdigest()
+    h = hasher()
     for block in iter(lambda: fh.read(1 << 20), b""):
         h.update(block)
     return h.hexdigest()
@@ -155,7 +155,7 @@ def rows_content_digest(dataset: datasets.Dataset, start: int, stop: int, image_
     """Hash of what encoding reads from rows ``start:stop``: their text, modality and frame weights, and the bytes
     of their images and frames (image files read from disk, relative paths resolved against ``image_root``), so
     a picture replaced under the same name changes it."""
-    h = _hasher()
+    h = hasher()
     columns = [c for c in ENCODED_COLUMNS if c in dataset.column_names]
     rows = dataset.select_columns(columns).with_format(None)[start:stop]
     h.update(repr(columns).encode())
@@ -171,7 +171,7 @@ def rows_content_digest(dataset: datasets.Dataset, start: int, stop: int, image_
 def dataset_identity(dataset: datasets.Dataset) -> str:
     """Hash of a dataset's shape: its length, the encoded columns present and its ``id`` column (not its content,
     which :func:`rows_content_digest` keys shard by shard, so an edited file re-encodes only its shard)."""
-    h = _hasher()
+    h = hasher()
     columns = [c for c in ENCODED_COLUMNS if c in dataset.column_names]
     h.update(f"{len(dataset)}|{columns}".encode())
     if "id" in columns:

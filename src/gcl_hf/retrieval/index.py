@@ -36,7 +36,7 @@ import datasets
 import numpy as np
 import torch
 
-from gcl_hf.retrieval.documents import _as_documents, documents_from_folder, documents_from_records
+from gcl_hf.retrieval.documents import as_documents, documents_from_folder, documents_from_records
 from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, load_cached,
                                               atomic_write, model_fingerprint, processor_fingerprint,
                                               shard_sidecars, write_embeddings)
@@ -159,7 +159,7 @@ class GCLIndex:
         ``model_ref`` / ``revision`` / ``processor_ref`` record where the model comes from, so
         :meth:`load` can reload it (default: the model's ``name_or_path``).
         """
-        documents, folder_root = _as_documents(data)
+        documents, folder_root = as_documents(data)
         root = str(image_root) if image_root is not None else folder_root
         fingerprints = model_fingerprint(model), processor_fingerprint(processor)
         options = EncodeOptions(image_root=root, batch_size=batch_size, num_workers=num_workers, device=device,
