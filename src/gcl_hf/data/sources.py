@@ -320,7 +320,7 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: Valida
     if opts.id_column is not None:
         ids = [_get(r, opts.id_column) for r in records]
         columns["id"] = pa.array([None if v is None else str(v) for v in ids], pa.string())
-    if opts.check:
+    if opts.check != "none":
         refs = image_array.to_pylist()
         for i, reason in check_record_images(refs, opts.check, skip=bad):
             bad[i] = True

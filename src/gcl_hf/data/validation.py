@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -21,6 +21,25 @@ from tqdm.auto import tqdm
 from gcl_hf.data.errors import DataFormatError, LoadReport
 from gcl_hf.data.images import ImageLoadError, open_image
 
+#: How far image files are checked before any training or encoding (training data and benchmark loaders alike):
+#: not at all, that each file exists and is not empty, or that it decodes.
+CheckImages = Literal["none", "exists", "decode"]
+CHECK_IMAGES: tuple[str, ...] = ("none", "exists", "decode")
+#: Spellings accepted for convenience (Python booleans, the CLI's "no", the 0.1 name "open").
+_CHECK_IMAGES_ALIASES: dict[Any, str] = {False: "none", True: "exists", "no": "none", "false": "none",
+                                         "true": "exists", "open": "decode"}
+
+
+def parse_check_images(value: Any) -> CheckImages:
+    """The one parser of every ``check_images`` option: one of `CHECK_IMAGES`, or an alias of one."""
+    if isinstance(value, str) and value.lower() in CHECK_IMAGES:
+        return value.lower()  # type: ignore[return-value]
+    key = value.lower() if isinstance(value, str) else value
+    if isinstance(key, (bool, str)) and key in _CHECK_IMAGES_ALIASES:
+        return _CHECK_IMAGES_ALIASES[key]  # type: ignore[return-value]
+    raise ValueError(f"check_images={value!r}: expected one of {', '.join(CHECK_IMAGES)} (or True / False)")
+
+
 @dataclass(frozen=True)
 class ValidationOptions:
     """How a reader treats records (from `load_image_text_pairs`' arguments)."""
@@ -29,7 +48,7 @@ class ValidationOptions:
     image_column: str
     caption_column: str
     caption_turn: int
-    check: str | None
+    check: CheckImages
     errors: str
     id_column: str | None
 
@@ -74,7 +93,7 @@ def _ref_path(ref: Any) -> str:
 
 def _image_problem(ref: Any, mode: str) -> str | None:
     """``None`` when the image reference is usable, else why not."""
-    if mode == "open":
+    if mode == "decode":
         try:
             open_image(ref)
         except ImageLoadError as exc:
@@ -174,7 +193,7 @@ def validate_dataset(dataset: datasets.Dataset, opts: ValidationOptions, label: 
         bad[start:start + len(table)] = blank_text | nul_text | no_image | nul_image
     for i, (field_name, reason) in reasons.items():
         reject(report, opts.errors, i, f"{label} row {i}", field_name, reason)
-    if opts.check:
+    if opts.check != "none":
         bar = tqdm(total=len(dataset), desc=f"checking images ({opts.check})", unit="img", disable=None)
         try:
             for start in range(0, len(dataset), batch_size):
@@ -200,7 +219,7 @@ def validate_stream(dataset: datasets.IterableDataset, opts: ValidationOptions, 
         if problem is not None:
             reject(report, opts.errors, index, f"{label} row {index}", *problem)
             return False
-        reason = _image_problem(row["image"], opts.check) if opts.check else None
+        reason = _image_problem(row["image"], opts.check) if opts.check != "none" else None
         if reason is not None:
             reject(report, opts.errors, index, f"{label} row {index}", opts.image_column, reason,
                     path=_ref_path(row["image"]))
