@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from gcl_hf.retrieval.search import (
-    build_faiss_index,
-    exact_topk,
-    faiss_topk,
-    plan_search,
-)
+from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
+from gcl_hf.retrieval.search.engine import plan_search
 
 
 def _unit(n, d, seed):
@@ -165,7 +161,7 @@ def test_memory_bounded_by_tile():
 
 def test_plan_and_errors():
     plan = plan_search(5000, "cpu", chunk_size=3, k=10)
-    assert plan.chunk_size == 11 and plan.row_filter
+    assert plan.chunk_size == 11
     assert plan_search(10, "cpu").query_block == 10
     with pytest.raises(ValueError, match="query_embeds must be"):
         exact_topk(torch.zeros(4), torch.zeros(3, 4), 1)
@@ -188,8 +184,9 @@ def test_cuda_matches_cpu():
 
 
 # ------------------------------------------------------------------ canonical scores, bf16 first pass
-from gcl_hf.retrieval.search_bf16 import bf16_floor, query_terms, score_error_bound
-from gcl_hf.retrieval.search_rescore import (
+from gcl_hf.retrieval.search.rescore import (
+    BF16_BOUND,
+    bf16_floor,
     canonical_error,
     canonical_scores,
     float32_floor,
@@ -341,9 +338,9 @@ def test_error_bounds_hold_on_random_data(normalised):
     # canonical vs exact
     assert ((canon - exact).abs() <= canonical_error(512) * q_norm[:, None] * c_norm).all()
     # bf16 tile (what the first pass computes) vs canonical
-    q_h, alpha, qn = query_terms(q)
+    q_h, alpha, qn = BF16_BOUND.terms(q)
     approx = torch.mm(q_h, c.to(torch.bfloat16).T)
-    bound = score_error_bound(approx, alpha[:, None], qn[:, None], c_norm, 512)
+    bound = BF16_BOUND.error(approx, alpha[:, None], qn[:, None], c_norm, 512)
     err = (approx.double() - canon).abs()
     assert (err <= bound).all()
     assert (err / bound).max() > 0.05  # the bound is not vacuous: errors come within 20x of it
@@ -431,9 +428,9 @@ def test_bf16_matmul_accumulates_in_float32_for_every_shape(rows, cols):
     # bf16 accumulator stalls at 0.25-0.5; small shapes go to torch's own kernels, large ones to oneDNN.
     q = torch.ones(rows, 1024)
     c = torch.full((cols, 1024), 2.0**-10)
-    q_h, alpha, qn = query_terms(q)
+    q_h, alpha, qn = BF16_BOUND.terms(q)
     approx = torch.mm(q_h, c.to(torch.bfloat16).T)
     assert torch.equal(approx.float(), torch.ones(rows, cols))
     canon = torch.ones(rows, cols, dtype=torch.float64)
-    assert ((approx.double() - canon).abs() <= score_error_bound(approx, alpha[:, None], qn[:, None],
+    assert ((approx.double() - canon).abs() <= BF16_BOUND.error(approx, alpha[:, None], qn[:, None],
                                                                  max_row_norm(c), 1024)).all()
