@@ -96,7 +96,7 @@ def numpy_blas_threads(n: int) -> Iterator[None]:
 def matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, backend: MatmulBackend) -> None:
     """``out = a @ b.T`` for CPU float32 ``a [m, d]``, ``b [n, d]`` on the resolved ``backend``."""
     if backend == "numpy":
-        np.matmul(a.numpy(), b.numpy().T, out=out.numpy())
+        np.matmul(a.detach().numpy(), b.detach().numpy().T, out=out.numpy())
     else:
         torch.mm(a, b.T, out=out)
 
