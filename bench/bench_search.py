@@ -41,7 +41,13 @@ from common import (
 )
 
 from gcl_hf.retrieval.search import bf16_supported, exact_topk
-from gcl_hf.retrieval.search.blas import ENV_VAR, matmul_into, numpy_blas_name, numpy_blas_threads, resolve_backend
+from gcl_hf.retrieval.search.blas import (
+    ENV_VAR,
+    matmul_into,
+    numpy_blas_name,
+    numpy_blas_threads,
+    resolve_backend,
+)
 from gcl_hf.retrieval.search.engine import plan_search
 
 

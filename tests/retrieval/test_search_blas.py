@@ -56,6 +56,5 @@ def test_numpy_matmul_into_tensor_memory_and_threads_restored():
 
 def test_numpy_backend_without_threadpoolctl_names_the_fix(monkeypatch):
     monkeypatch.setattr(blas, "_numpy_blas", lambda: None)
-    with pytest.raises(RuntimeError, match=f"needs threadpoolctl.*{ENV_VAR}=torch"):
-        with numpy_blas_threads(1):
-            pass
+    with pytest.raises(RuntimeError, match=f"needs threadpoolctl.*{ENV_VAR}=torch"), numpy_blas_threads(1):
+        pass

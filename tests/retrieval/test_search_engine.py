@@ -6,7 +6,12 @@ import torch
 
 from gcl_hf.retrieval.search import exact_topk
 from gcl_hf.retrieval.search.blas import ENV_VAR
-from gcl_hf.retrieval.search.engine import GROUP, candidates, plan_search, shortlist_topk
+from gcl_hf.retrieval.search.engine import (
+    GROUP,
+    candidates,
+    plan_search,
+    shortlist_topk,
+)
 from gcl_hf.retrieval.search.inputs import exclude_pairs
 from gcl_hf.retrieval.search.rescore import BF16_BOUND, FLOAT32_BOUND, FLOAT64_TILES
 from tests.retrieval.search_cases import canonical_brute, unit

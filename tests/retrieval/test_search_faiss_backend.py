@@ -1,10 +1,9 @@
 """The optional faiss backend (`gcl_hf.retrieval.search.faiss_backend`): the same conventions as `exact_topk`."""
 
-import pytest
 import torch
 
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
-from tests.retrieval.search_cases import brute, unit
+from tests.retrieval.search_cases import unit
 
 
 def test_identical_to_faiss_flat_ip():

@@ -120,8 +120,8 @@ def measured_backend() -> MatmulBackend:
     best = {"torch": float("inf"), "numpy": float("inf")}
     with torch.inference_mode(), torch_threads(1), numpy_blas_threads(1):
         for _ in range(4):  # alternating, minimum of each: robust to a busy machine; the first is warm-up
-            for name in best:
-                best[name] = min(best[name], _time(name, a, b, out))  # type: ignore[arg-type]
+            for name, so_far in best.items():
+                best[name] = min(so_far, _time(name, a, b, out))  # type: ignore[arg-type]
     return "numpy" if best["numpy"] < _NUMPY_MARGIN * best["torch"] else "torch"
 
 

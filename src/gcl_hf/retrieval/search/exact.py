@@ -25,7 +25,12 @@ from gcl_hf.retrieval.search.blas import (
     numpy_blas_threads,
     resolve_backend,
 )
-from gcl_hf.retrieval.search.engine import DEFAULT_SHORTLIST_CAP, SUPER_BLOCK, plan_search, shortlist_topk
+from gcl_hf.retrieval.search.engine import (
+    DEFAULT_SHORTLIST_CAP,
+    SUPER_BLOCK,
+    plan_search,
+    shortlist_topk,
+)
 from gcl_hf.retrieval.search.inputs import (
     Array,
     Exclude,
