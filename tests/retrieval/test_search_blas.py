@@ -7,8 +7,9 @@ import torch
 from gcl_hf.retrieval.search import blas
 from gcl_hf.retrieval.search.blas import (
     ENV_VAR,
+    auto_backend,
+    cpu_vendor,
     matmul_into,
-    measured_backend,
     numpy_blas_name,
     numpy_blas_threads,
     parse_backend,
@@ -33,8 +34,21 @@ def test_resolve_backend(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "numpy")
     assert resolve_backend() == "numpy"
     assert resolve_backend("torch") == "torch"
-    assert resolve_backend("auto") == measured_backend() in ("torch", "numpy")
-    assert measured_backend() is measured_backend()  # measured once per process
+    vendor, lib = cpu_vendor(), blas._numpy_blas()
+    expected = "numpy" if vendor == "AuthenticAMD" and lib is not None and lib.internal_api == "openblas" else "torch"
+    assert resolve_backend("auto") == auto_backend() == expected
+
+
+def test_auto_backend_by_vendor(monkeypatch):
+    for vendor, expected in [("AuthenticAMD", "numpy"), ("GenuineIntel", "torch"), ("", "torch")]:
+        auto_backend.cache_clear()
+        monkeypatch.setattr(blas, "cpu_vendor", lambda v=vendor: v)
+        assert auto_backend() == (expected if blas._numpy_blas().internal_api == "openblas" else "torch"), vendor
+    auto_backend.cache_clear()
+    monkeypatch.setattr(blas, "_numpy_blas", lambda: None)  # no threadpoolctl: numpy's threads can't be pinned
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "AuthenticAMD")
+    assert auto_backend() == "torch"
+    auto_backend.cache_clear()
 
 
 def test_numpy_matmul_into_tensor_memory_and_threads_restored():

@@ -7,9 +7,8 @@ MKL wins), so the float32 tiles run on either (:data:`MatmulBackend`):
 * ``"torch"``: ``torch.mm``;
 * ``"numpy"``: ``numpy.matmul`` on the tensors' own memory (``Tensor.numpy()``, no copy); numpy's BLAS
   threads are pinned for the call with threadpoolctl, which this backend needs;
-* ``"auto"`` (default): the faster of the two on this machine, measured once per process on one
-  ``[256, 512] x [512, 2048]`` tile, single-threaded (numpy only where threadpoolctl is installed and numpy
-  wins by more than 5 %).
+* ``"auto"`` (default): by the CPU's vendor (:func:`auto_backend`): numpy's OpenBLAS on AMD, torch's MKL
+  elsewhere.
 
 ``GCL_HF_SEARCH_BLAS`` (``torch`` / ``numpy`` / ``auto``) overrides the default. The choice changes no
 result: the first pass's float32 bound (:mod:`~gcl_hf.retrieval.search.rescore`) holds for any float32
@@ -21,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import time
+import platform
 from collections.abc import Iterator
 from typing import Any, Literal, get_args
 
@@ -31,7 +30,6 @@ import torch
 MatmulBackend = Literal["torch", "numpy", "auto"]
 BACKENDS: tuple[str, ...] = get_args(MatmulBackend)
 ENV_VAR = "GCL_HF_SEARCH_BLAS"
-_NUMPY_MARGIN = 0.95  # numpy is chosen only when at least 5 % faster
 
 
 def parse_backend(value: str | None) -> MatmulBackend:
@@ -101,34 +99,35 @@ def matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, backend: Ma
         torch.mm(a, b.T, out=out)
 
 
-def _time(backend: MatmulBackend, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> float:
-    start = time.perf_counter()
-    matmul_into(a, b, out, backend)
-    return time.perf_counter() - start
+def cpu_vendor() -> str:
+    """The CPU's vendor id (``"AuthenticAMD"``, ``"GenuineIntel"``, ...; ``""`` where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    processor = platform.processor()  # e.g. Windows: "AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD"
+    return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in processor), "")
 
 
 @functools.lru_cache(maxsize=1)
-def measured_backend() -> MatmulBackend:
-    """The faster float32 backend on this machine (measured once per process; see the module doc)."""
-    if _numpy_blas() is None:
+def auto_backend() -> MatmulBackend:
+    """``"numpy"`` on an AMD CPU where numpy's BLAS is OpenBLAS (and threadpoolctl can pin it), else
+    ``"torch"``: MKL takes a slow path on AMD (1.7-1.8x OpenBLAS's Zen kernel on an AVX2 EPYC; 1.07x its
+    SkylakeX kernel in CPU time on an AVX-512 EPYC) and is the faster one on Intel. Chosen by vendor, not
+    timed: a timing taken on a busy machine would pick at random."""
+    lib = _numpy_blas()
+    if lib is None or lib.internal_api != "openblas" or cpu_vendor() != "AuthenticAMD":
         return "torch"
-    from gcl_hf.retrieval.search.inputs import torch_threads
-
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(256, 512, generator=g), torch.randn(2048, 512, generator=g)
-    out = torch.empty(256, 2048)
-    best = {"torch": float("inf"), "numpy": float("inf")}
-    with torch.inference_mode(), torch_threads(1), numpy_blas_threads(1):
-        for _ in range(4):  # alternating, minimum of each: robust to a busy machine; the first is warm-up
-            for name, so_far in best.items():
-                best[name] = min(so_far, _time(name, a, b, out))  # type: ignore[arg-type]
-    return "numpy" if best["numpy"] < _NUMPY_MARGIN * best["torch"] else "torch"
+    return "numpy"
 
 
 def resolve_backend(backend: MatmulBackend | str | None = None) -> MatmulBackend:
-    """``"torch"`` or ``"numpy"`` for ``backend`` (parsed; ``"auto"``: :func:`measured_backend`)."""
+    """``"torch"`` or ``"numpy"`` for ``backend`` (parsed; ``"auto"``: :func:`auto_backend`)."""
     name = parse_backend(backend)
-    return measured_backend() if name == "auto" else name
+    return auto_backend() if name == "auto" else name
 
 
 @contextlib.contextmanager
