@@ -109,14 +109,15 @@ def exact_topk(
     float64 inputs are ranked by float64 tile scores; on a GPU the tiles run in the input precision
     (half precision stays half) and the scores are the tiles' (``precision`` "float32" or "auto").
 
-    float32 tiles run on torch's BLAS or numpy's, whichever is faster on this machine
+    float32 tiles run on numpy's OpenBLAS on AMD CPUs and on torch's MKL elsewhere
     (:mod:`~gcl_hf.retrieval.search.blas`; ``GCL_HF_SEARCH_BLAS=torch|numpy|auto`` overrides); the result
     is the same on either.
 
     On CPU the corpus chunks are shared between ``num_threads`` Python threads (default:
     ``torch.get_num_threads()``) running single-threaded torch ops: no OpenMP barrier per small op.
-    ``torch.set_num_threads`` (and numpy's BLAS threads) and oneDNN's float32 matmul precision (``"ieee"``: a reduced-precision
-    setting would break the float32 bound) are changed for the duration of the call and restored.
+    ``torch.set_num_threads`` (and numpy's BLAS threads) and oneDNN's float32 matmul precision (``"ieee"``: a
+    reduced-precision setting would break the float32 bound) are changed for the duration of the call and
+    restored.
     Inputs must be finite. ``show_progress`` shows a tqdm bar over the corpus rows scanned.
     """
     if precision not in PRECISIONS:
