@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, AutoModel
 
+import gcl_hf._moved  # noqa: F401 - an import of a moved module names its new path
 from gcl_hf.modeling.configuration import GCLConfig
 from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss, parse_pairs
 from gcl_hf.modeling.model import GCLModel, GCLOutput
@@ -19,6 +20,16 @@ __version__ = "0.1.0"
 
 AutoConfig.register(GCLConfig.model_type, GCLConfig, exist_ok=True)
 AutoModel.register(GCLConfig, GCLModel, exist_ok=True)
+
+
+def _publish(*args: Any, **kwargs: Any) -> Any:
+    """`GCLModel.push_to_hub`'s publisher, wired here (the package root) so that modeling never imports hub."""
+    from gcl_hf.hub.publish import publish
+
+    return publish(*args, **kwargs)
+
+
+GCLModel.publisher = staticmethod(_publish)
 
 #: public name -> module that defines it (imported lazily)
 _LAZY = {

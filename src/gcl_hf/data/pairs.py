@@ -21,8 +21,8 @@ from typing import Any, Literal, overload
 import datasets
 
 from gcl_hf.data.errors import DataFormatError, DataSourceError, LoadReport, SkippedRecord
-from gcl_hf.data.sources import _from_dataset, _from_file, _from_hub, _from_imagefolder
-from gcl_hf.data.validation import _Options
+from gcl_hf.data.sources import from_dataset, from_file, from_hub, from_imagefolder
+from gcl_hf.data.validation import ValidationOptions
 from gcl_hf.errors import check_errors_mode
 
 __all__ = [
@@ -107,7 +107,7 @@ def load_image_text_pairs(
     if image_column == caption_column:
         raise ValueError(f"image_column and caption_column are both {image_column!r}")
     check: str | None = {False: None, True: "exists"}.get(check_images, check_images)  # type: ignore[arg-type]
-    opts = _Options(image_root=os.fspath(image_root) if image_root is not None else None, image_column=image_column,
+    opts = ValidationOptions(image_root=os.fspath(image_root) if image_root is not None else None, image_column=image_column,
                     caption_column=caption_column, caption_turn=caption_turn, check=check, errors=errors,
                     id_column=id_column)
 
@@ -115,21 +115,21 @@ def load_image_text_pairs(
     if fmt == "dataset":
         if not isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
             raise TypeError(f"format='dataset' needs a datasets.Dataset, got {type(source).__name__}")
-        dataset, report = _from_dataset(source, opts, label="dataset", fmt="dataset")
+        dataset, report = from_dataset(source, opts, label="dataset", fmt="dataset")
     elif fmt == "hub":
-        dataset, report = _from_hub(str(source), split, revision, streaming, opts)
+        dataset, report = from_hub(str(source), split, revision, streaming, opts)
     else:
         path = os.path.abspath(os.path.expanduser(os.fspath(source)))
         if not os.path.exists(path):
             raise DataSourceError(f"{path}: no such file or directory ({fmt} source)")
         if fmt == "imagefolder":
-            dataset, report = _from_imagefolder(path, split, opts)
+            dataset, report = from_imagefolder(path, split, opts)
         elif fmt == "parquet":
             table = _read_parquet(path, split)
             root = opts.image_root or os.path.dirname(path)
-            dataset, report = _from_dataset(table, opts, label=path, fmt="parquet", default_root=root)
+            dataset, report = from_dataset(table, opts, label=path, fmt="parquet", default_root=root)
         else:
-            dataset, report = _from_file(path, fmt, split, opts)
+            dataset, report = from_file(path, fmt, split, opts)
     report.log_summary()
     if isinstance(dataset, datasets.Dataset):
         _require_records(report)

@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 from gcl_hf.benchmarks._io import ITEM_FEATURES, require_rows, resolve_root, validate_check_images
 from gcl_hf.benchmarks.errors import BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.mbeir.annotations import load_instructions, load_qrels
-from gcl_hf.benchmarks.mbeir.files import MBEIR_REPO, MBEIR_TASK_MODALITIES, _hub_patterns, _local_pool_candidates, discover_mbeir_tasks, mbeir_recall_k
-from gcl_hf.benchmarks.mbeir.items import _load_pool, _load_queries
+from gcl_hf.benchmarks.mbeir.files import MBEIR_REPO, MBEIR_TASK_MODALITIES, hub_patterns, local_pool_candidates, discover_mbeir_tasks, mbeir_recall_k
+from gcl_hf.benchmarks.mbeir.items import load_pool, load_queries
 from gcl_hf.benchmarks.task import RetrievalTask
 
 logger = logging.getLogger("gcl_hf.benchmarks.mbeir")
@@ -90,7 +90,7 @@ def load_mbeir(
     root, from_hub = resolve_root(
         root_or_repo,
         default_repo=MBEIR_REPO,
-        allow_patterns=_hub_patterns(split, list(datasets) if datasets else None, pool, instruction_mode is not None),
+        allow_patterns=hub_patterns(split, list(datasets) if datasets else None, pool, instruction_mode is not None),
         revision=revision,
         what="M-BEIR",
     )
@@ -116,7 +116,7 @@ def load_mbeir(
     if pool == "global":
         if not global_path.is_file():
             raise BenchmarkNotFoundError(f"M-BEIR: global candidate pool not found: {global_path}")
-        global_corpus = _load_pool(
+        global_corpus = load_pool(
             global_path, image_root=image_root, check_images=check_images, format_text=format_text,
             skips=global_skips, cache_dir=cache_dir,
         )
@@ -140,15 +140,15 @@ def load_mbeir(
             skips.merge(global_skips)
         else:
             if files.local_pool is None:
-                tried = ", ".join(str(p) for p in _local_pool_candidates(root, files.name, split))
+                tried = ", ".join(str(p) for p in local_pool_candidates(root, files.name, split))
                 raise BenchmarkNotFoundError(f"M-BEIR: no local candidate pool for {files.name} (tried {tried})")
             corpus_path = files.local_pool
-            corpus = _load_pool(
+            corpus = load_pool(
                 corpus_path, image_root=image_root, check_images=check_images, format_text=format_text,
                 skips=skips, cache_dir=cache_dir,
             )
             require_rows(len(corpus), what="candidates", file=corpus_path, skips=skips)
-        queries = _load_queries(
+        queries = load_queries(
             files, qrels, corpus, image_root=image_root, check_images=check_images, format_text=format_text,
             instructions=instruction_table, instruction_mode=instruction_mode or "random",
             seed=instruction_seed, skips=skips,
