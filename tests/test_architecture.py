@@ -172,6 +172,7 @@ DOCUMENTED = {
     "trainer": {"GCLTrainer", "NonFiniteGradientError", "NonFiniteLossError"},
     "analysis": {"modality_gap", "plot_modality_embeddings"},
     "metrics": {"METRICS", "load", "module_path"},
+    "search": {"exact_topk"},
 }
 
 
