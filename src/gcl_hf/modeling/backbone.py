@@ -38,14 +38,25 @@ def check_backbone(backbone: nn.Module) -> None:
 
 def backbone_defaults(backbone: nn.Module) -> dict[str, Any]:
     """GCL settings a backbone implies: ``objective="sigmoid"`` for one trained with SigLIP's loss (it has a
-    ``logit_bias`` parameter), ``fusion="backbone"`` for one with its own fused encoder."""
+    ``logit_bias`` parameter), ``fusion="backbone"`` for one with its own fused encoder, and the starting
+    temperature of one that has no ``logit_scale`` but names it (``config.logit_scale_init``, VISTA)."""
     defaults: dict[str, Any] = {}
     base = backbone.get_base_model() if is_peft_model(backbone) else backbone
     if isinstance(getattr(base, "logit_bias", None), nn.Parameter):
         defaults["objective"] = "sigmoid"
     if has_fused_encoder(base):
         defaults["fusion"] = "backbone"
+    defaults.update(_temperature_default(base))
     return defaults
+
+
+def _temperature_default(base: nn.Module) -> dict[str, Any]:
+    """A backbone with no learned ``logit_scale`` may name the (log) scale it was trained at in its config's
+    ``logit_scale_init`` (VISTA: temperature 0.02 → log 50); the GCL temperature then starts there."""
+    init = getattr(getattr(base, "config", None), "logit_scale_init", None)
+    if isinstance(getattr(base, "logit_scale", None), nn.Parameter) or not isinstance(init, (int, float)):
+        return {}
+    return {"logit_scale_init": float(init)}
 
 
 def is_peft_model(module: nn.Module) -> bool:

@@ -189,7 +189,14 @@ def convert_vista(checkpoint: str | os.PathLike, text_model: str | os.PathLike, 
     from gcl_hf.modeling.vista.modeling_vista import VistaModel
 
     path = Path(checkpoint)
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VistaConversionError(f"{path}: not a plain state_dict, torch.load(weights_only=True) refused it "
+                                   f"({first})") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise VistaConversionError(f"{path}: expected one flat state_dict (key -> tensor), got {type(state_dict).__name__}")
     text_config = _text_config(state_dict, AutoConfig.from_pretrained(text_model, revision=revision))
