@@ -21,6 +21,16 @@ __version__ = "0.1.0"
 AutoConfig.register(GCLConfig.model_type, GCLConfig, exist_ok=True)
 AutoModel.register(GCLConfig, GCLModel, exist_ok=True)
 
+
+def _publish(*args: Any, **kwargs: Any) -> Any:
+    """`GCLModel.push_to_hub`'s publisher, wired here (the package root) so that modeling never imports hub."""
+    from gcl_hf.hub.publish import publish
+
+    return publish(*args, **kwargs)
+
+
+GCLModel.publisher = staticmethod(_publish)
+
 from gcl_hf.modeling.vista import register as _register_vista  # noqa: E402
 
 _register_vista()

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from gcl_hf.data.pairs import DataFormatError
+from gcl_hf.data.errors import DataFormatError
 from gcl_hf.data.images import ImageLoadError, open_image
 
 __all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "text_settings"]

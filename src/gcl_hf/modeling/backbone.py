@@ -3,6 +3,7 @@ size, and the GCL settings it implies (SigLIP's sigmoid objective, a backbone's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,7 +11,44 @@ from torch import nn
 
 from gcl_hf.modeling.fusion import has_fused_encoder
 
-__all__ = ["backbone_defaults", "check_backbone", "embedding_dim", "is_peft_model", "pooled_features"]
+__all__ = [
+    "IMAGE_INPUTS",
+    "TEXT_INPUTS",
+    "backbone_defaults",
+    "check_backbone",
+    "embedding_dim",
+    "is_peft_model",
+    "pooled_features",
+    "split_inputs",
+]
+
+#: Processor outputs made by an image processor: they go to the image tower (SigLIP 2's NaFlex processor adds
+#: ``pixel_attention_mask`` and ``spatial_shapes`` beside ``pixel_values``).
+IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes", "pixel_mask", "image_sizes")
+#: Processor outputs made by a tokenizer: they go to the text tower.
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def split_inputs(inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(image_inputs, text_inputs)`` of a processor output (or a collated batch), routed by what each entry is;
+    ``None`` values are dropped. An entry that is neither is a `TypeError` naming it, never silently given to a
+    tower it does not belong to."""
+    image, text, unknown = {}, {}, []
+    for name, value in inputs.items():
+        if value is None:
+            continue
+        if name in IMAGE_INPUTS:
+            image[name] = value
+        elif name in TEXT_INPUTS:
+            text[name] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        raise TypeError(
+            f"unexpected model inputs {sorted(unknown)}: image inputs are {list(IMAGE_INPUTS)}, "
+            f"text inputs {list(TEXT_INPUTS)}"
+        )
+    return image, text
 
 
 def pooled_features(output: Any) -> torch.Tensor:

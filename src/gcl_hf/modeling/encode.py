@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gcl_hf.data.images import IMAGE_SUFFIXES
@@ -203,34 +202,10 @@ class EncodeMixin:
                     kwargs["images"] = [open_image(items[i][1], row=f"inputs[{i}]") for i in rows]
                 batch = processor(**kwargs)
                 with torch.inference_mode():
-                    emb = self._encode_batch(modality, batch, run_device, dtype, normalize)
+                    emb = self.embed(batch, modality, normalize=normalize)
                 if out is None:
                     out = torch.empty(len(items), emb.shape[-1], device=emb.device, dtype=emb.dtype)
                 out[torch.as_tensor(rows, device=emb.device)] = emb
         finally:
             self.train(was_training)
         return out if convert_to == "torch" else out.float().cpu().numpy()
-
-    def _encode_batch(self, modality: str, batch: Any, device: torch.device, dtype: torch.dtype,
-                      normalize: bool) -> torch.Tensor:
-        if modality != "text":
-            image = self.image_features(batch["pixel_values"].to(device, dtype))
-        if modality != "image":
-            mask = batch.get("attention_mask")
-            text = self.text_features(batch["input_ids"].to(device), mask.to(device) if mask is not None else None)
-        if modality == "image":
-            return F.normalize(image, dim=-1) if normalize else image
-        if modality == "text":
-            return F.normalize(text, dim=-1) if normalize else text
-        if normalize:
-            return self.fuse_features(image, text)
-        return _unnormalized_fusion(self.config.fusion, image, text, self.fusion_head)
-
-
-def _unnormalized_fusion(fusion: str, image: torch.Tensor, text: torch.Tensor, head: Any) -> torch.Tensor:
-    """The fused vector before `gcl_hf.modeling.fusion.fuse` normalises it (kept in step by a test)."""
-    if fusion == "sum":
-        return image + text
-    if fusion == "mean":
-        return (F.normalize(image, dim=-1) + F.normalize(text, dim=-1)) / 2
-    return head(image, text)

@@ -123,19 +123,6 @@ def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dty
     return param.device, param.dtype
 
 
-def _encode_batch(model: Any, modality: str, inputs: dict[str, torch.Tensor], device: torch.device,
-                  dtype: torch.dtype) -> torch.Tensor:
-    def text_args() -> tuple[torch.Tensor, torch.Tensor | None]:
-        mask = inputs.get("attention_mask")
-        return inputs["input_ids"].to(device), mask.to(device) if mask is not None else None
-
-    if modality == "image":
-        return model.encode_image(inputs["pixel_values"].to(device, dtype))
-    if modality == "text":
-        return model.encode_text(*text_args())
-    return model.encode_fused(inputs["pixel_values"].to(device, dtype), *text_args())
-
-
 def encode_dataset(
     model: Any,
     processor: Any,
@@ -155,7 +142,7 @@ def encode_dataset(
     ``dataset`` has the :class:`~gcl_hf.benchmarks.task.RetrievalTask` columns ``id``, ``text``,
     ``image`` (path relative to ``image_root``, bytes, ``datasets.Image`` dict or PIL image) and
     ``modality``. ``rows`` restricts encoding to those row indices (default: all). ``model`` needs
-    ``encode_image``/``encode_text``/``encode_fused`` (a :class:`~gcl_hf.GCLModel`) and is used on
+    :meth:`~gcl_hf.GCLModel.embed` (a :class:`~gcl_hf.GCLModel`) and is used on
     ``device`` (default: where its parameters are; given, the model is moved there). ``num_workers``
     DataLoader workers decode images and run ``processor``; ``processor_kwargs`` are added to each
     processor call. Texts are truncated to the text tower's positions (or the tokenizer's limit when smaller;
@@ -173,7 +160,7 @@ def encode_dataset(
     text_kwargs = {"truncation": True, "max_length": max_length, "padding": padding}
     if device is not None:
         model.to(device)
-    device, dtype = _model_device_dtype(model)
+    device, _ = _model_device_dtype(model)
     all_rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
     subset = dataset if rows is None else dataset.select(all_rows)
     groups = modality_groups(subset, all_rows) if len(subset) else {}
@@ -194,7 +181,7 @@ def encode_dataset(
     try:
         with torch.inference_mode(), tqdm(total=len(subset), desc=desc, unit="item", disable=not show_progress) as bar:
             for modality, idx, inputs, pooling in loader:
-                emb = _encode_batch(model, modality, inputs, device, dtype).float().cpu()
+                emb = model.embed(inputs, "fused" if modality == "image,text" else modality).float().cpu()
                 if pooling is not None:  # several frames per row: weighted sum per row, re-normalised
                     segments, weights = pooling
                     pooled = torch.zeros(len(idx), emb.shape[1]).index_add_(0, segments, emb * weights[:, None])
