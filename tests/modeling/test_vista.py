@@ -8,7 +8,7 @@ from transformers import AutoModel, BertModel
 
 import gcl_hf  # noqa: F401 - registers VISTA
 from gcl_hf.modeling.vista import VistaModel
-from gcl_hf.testing import tiny_vista, tiny_vista_config, tiny_vista_processor
+from gcl_hf.modeling.vista.testing import tiny_vista, tiny_vista_config, tiny_vista_processor
 
 
 @pytest.fixture

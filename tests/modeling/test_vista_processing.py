@@ -8,7 +8,7 @@ from transformers import AutoImageProcessor, AutoProcessor
 import gcl_hf  # noqa: F401 - registers VISTA
 from gcl_hf.modeling.vista import VistaConfig, VistaImageProcessor, VistaProcessor
 from gcl_hf.modeling.vista.image_processing_vista import center_crop_box, resized_size
-from gcl_hf.testing import tiny_vista_processor
+from gcl_hf.modeling.vista.testing import tiny_vista_processor
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import BertConfig
 
-from gcl_hf.testing import wordpiece_tokenizer
+from gcl_hf.modeling.vista.testing import wordpiece_tokenizer
 
 TEXT, WIDTH, LAYERS, HEADS, PATCH, IMAGE = 32, 32, 2, 2, 8, 32
 
