@@ -118,3 +118,43 @@ def test_encode_mixes_the_three_modalities(processor):
         pix = processor.image_processor([image], return_tensors="pt")["pixel_values"]
         expected = model.encode_image(pix)[0].numpy()
     assert abs(out[1] - expected).max() < 1e-5
+
+
+def test_gradient_cache_gives_the_one_pass_gradient(batch):
+    from gcl_hf.training.grad_cache import cached_gradient_step
+
+    model = GCLModel.from_backbone(tiny_vista()).train()
+    model.zero_grad()
+    out = model(**batch, return_loss=True)
+    out.loss.backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    cached = cached_gradient_step(model, batch, 2)
+    got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == reference.keys() and "log_logit_scale" in reference
+    scale = max(g.abs().max().item() for g in reference.values())
+    assert max((got[n] - reference[n]).abs().max().item() for n in reference) <= 1e-5 * scale
+    torch.testing.assert_close(cached.loss, out.loss.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_trainer_step_with_patch_dropout_and_gradient_cache(tmp_path, processor):
+    from datasets import Dataset
+    from PIL import Image
+
+    from gcl_hf import GCLCollator, GCLTrainer, GCLTrainingArguments
+
+    backbone = tiny_vista()
+    backbone.config.vision_config.patch_dropout = 0.5
+    model = GCLModel.from_backbone(backbone)
+    rows = [{"image": Image.new("RGB", (36, 32), (40 * i, 20, 200 - 30 * i)), "text": f"colour {i}"}
+            for i in range(4)]
+    args = GCLTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1,
+                                gradient_cache_chunk_size=2, freeze_text=True, report_to=[], use_cpu=True,
+                                save_strategy="no", learning_rate=1e-3)
+    trainer = GCLTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor,
+                         data_collator=GCLCollator.for_model(model, processor))
+    before = model.backbone.visual_projection.weight.detach().clone()
+    text_before = model.backbone.text_model.embeddings.word_embeddings.weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(model.backbone.visual_projection.weight, before)
+    assert torch.equal(model.backbone.text_model.embeddings.word_embeddings.weight, text_before)
