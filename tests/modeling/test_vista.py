@@ -179,3 +179,19 @@ def test_processor_batch_runs_the_model(model, processor):
     with torch.no_grad():
         out = model(**batch)
     assert out.fused_embeds.shape == (1, 32) and torch.isfinite(F.normalize(out.fused_embeds, dim=-1)).all()
+
+
+def test_xlm_roberta_text_encoder(processor):
+    """bge-m3's layout: an XLM-R text encoder (its own position offsets for texts; the fused layout as BERT's)."""
+    from transformers import XLMRobertaModel
+
+    model = tiny_vista(text_model_type="xlm-roberta")
+    assert type(model.text_model) is XLMRobertaModel
+    batch = _texts(processor, ["a cat", "a dog on a red mat"])
+    reference = XLMRobertaModel(model.config.text_config, add_pooling_layer=False).eval()
+    reference.load_state_dict(model.text_model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_text_features(batch["input_ids"], batch["attention_mask"]),
+                                   reference(**batch).last_hidden_state[:, 0], rtol=0, atol=0)
+        image, text, fused = model.get_image_text_fused_features(_pixels(), batch["input_ids"], batch["attention_mask"])
+    assert image.shape == fused.shape == (2, 32) and not torch.allclose(image, fused)
