@@ -193,5 +193,5 @@ def test_xlm_roberta_text_encoder(processor):
     with torch.no_grad():
         torch.testing.assert_close(model.get_text_features(batch["input_ids"], batch["attention_mask"]),
                                    reference(**batch).last_hidden_state[:, 0], rtol=0, atol=0)
-        image, text, fused = model.get_image_text_fused_features(_pixels(), batch["input_ids"], batch["attention_mask"])
+        image, _, fused = model.get_image_text_fused_features(_pixels(), batch["input_ids"], batch["attention_mask"])
     assert image.shape == fused.shape == (2, 32) and not torch.allclose(image, fused)
