@@ -204,7 +204,7 @@ def train_arm(cfg: ReproConfig, backbone: Backbone, arm: Arm) -> dict[str, Any]:
         weight_decay=t.weight_decay, adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon,
         seed=t.seed, data_seed=t.seed, dataloader_drop_last=True, dataloader_num_workers=t.dataloader_num_workers,
         gradient_cache_chunk_size=t.gradient_cache_chunk_size, lora_r=t.lora_r, lora_alpha=t.lora_alpha,
-        **_lora_targets(model), train_logit_scale=t.train_logit_scale, logging_steps=t.logging_steps, save_strategy="no",
+        train_logit_scale=t.train_logit_scale, logging_steps=t.logging_steps, save_strategy="no",
         eval_strategy="no", report_to=[], disable_tqdm=cfg.smoke, use_cpu=not torch.cuda.is_available(),
         **_precision(t.precision),
     )
@@ -233,15 +233,6 @@ def train_arm(cfg: ReproConfig, backbone: Backbone, arm: Arm) -> dict[str, Any]:
         processor.save_pretrained(out)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _lora_targets(model: Any) -> dict[str, str]:
-    """VISTA's LoRA targets reach both of its towers (BGE's query/key/value, EVA02's q/k/v/out projections)."""
-    from gcl_hf.modeling.vista import VISTA_LORA_TARGETS, VistaModel
-
-    if isinstance(model.backbone, VistaModel):
-        return {"lora_target_modules": ",".join(VISTA_LORA_TARGETS)}
-    return {}
 
 
 def run_training(cfg: ReproConfig, overwrite: bool) -> set[str]:

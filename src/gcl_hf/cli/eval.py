@@ -165,6 +165,8 @@ def render_results(benchmark: str, results: dict[str, dict[str, float]], headlin
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gcl_hf.retrieval.options import EncodeOptions
+
     args = parse_args(argv)
     options = _options(args)
     tasks = load_tasks(args.benchmark, args.root, options)  # first: a missing or malformed file fails fast
@@ -172,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     processor = load_processor(args.model, model, processor=args.processor, revision=args.revision, prog=_PROG)
     results = evaluate_benchmark(model, processor, tasks, rankings_dir=args.save_rankings,
                                  rankings_depth=args.rankings_depth, run_name=args.run_name,
-                                 batch_size=args.batch_size, num_workers=args.num_workers, index=args.index,
-                                 cache_dir=args.cache_dir, show_progress=not args.quiet)
+                                 index=args.index, options=EncodeOptions(
+                                     batch_size=args.batch_size, num_workers=args.num_workers,
+                                     cache_dir=args.cache_dir, show_progress=not args.quiet))
     headline = headline_of(tasks)
     average = average_metrics(results, headline)
     print(render_results(args.benchmark, results, headline, average))

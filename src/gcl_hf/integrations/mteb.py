@@ -28,6 +28,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from tqdm.auto import tqdm
 
 from gcl_hf.modeling.encode import find_processor
+from gcl_hf.modeling.engine import infer_modality
 from gcl_hf.modeling.model import GCLModel
 
 if TYPE_CHECKING:
@@ -107,15 +108,13 @@ def batch_items(batch: dict[str, Any], *, offset: int = 0, task: str = "task") -
     for i in range(size):
         image = images[i] if images is not None else None
         text = texts[i] if texts is not None else None
-        has_text = isinstance(text, str) and bool(text.strip())
-        if image is not None and has_text:
-            items.append({"image": image, "text": text})
-        elif image is not None:
-            items.append({"image": image})
-        elif has_text:
-            items.append({"text": text})
-        else:
-            raise ValueError(f"{task}: row {offset + i} has neither an image nor a text (columns {sorted(batch)})")
+        try:
+            modality = infer_modality(image, text)
+        except ValueError:
+            raise ValueError(f"{task}: row {offset + i} has neither an image nor a text (columns {sorted(batch)})"
+                             ) from None
+        keep = ("image", "text") if modality == "fused" else (modality,)
+        items.append({key: {"image": image, "text": text}[key] for key in keep})
     return items
 
 

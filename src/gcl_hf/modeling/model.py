@@ -219,9 +219,12 @@ class GCLModel(EncodeMixin, LoraMixin, PublishingMixin, GCLPreTrainedModel):
         return (self.image_features(**image_inputs), self.text_features(**text_inputs),
                 self.fused_features(**image_inputs, **text_inputs))
 
-    def encode_image(self, pixel_values: torch.Tensor, **image_inputs: Any) -> torch.Tensor:
+    # SigLIP 2's NaFlex inputs are named: sentence-transformers passes a method only the parameters it names
+    def encode_image(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None = None,
+                     spatial_shapes: torch.Tensor | None = None, **image_inputs: Any) -> torch.Tensor:
         """L2-normalised image embeddings ``[N, D]``."""
-        return F.normalize(self.image_features(pixel_values, **image_inputs), dim=-1)
+        return self.embed({"pixel_values": pixel_values, "pixel_attention_mask": pixel_attention_mask,
+                           "spatial_shapes": spatial_shapes, **image_inputs}, "image")
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **text_inputs: Any
@@ -229,16 +232,13 @@ class GCLModel(EncodeMixin, LoraMixin, PublishingMixin, GCLPreTrainedModel):
         """L2-normalised text embeddings ``[N, D]``."""
         return F.normalize(self.text_features(input_ids, attention_mask, **text_inputs), dim=-1)
 
-    def encode_fused(
-        self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        **inputs: Any,
-    ) -> torch.Tensor:
+    def encode_fused(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
+                     spatial_shapes: torch.Tensor | None = None, **inputs: Any) -> torch.Tensor:
         """L2-normalised embeddings ``[N, D]`` of fused items (image n together with text n); ``inputs`` are the
         processor's other outputs, each routed to the tower it belongs to."""
         return self.embed({"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
+                           "pixel_attention_mask": pixel_attention_mask, "spatial_shapes": spatial_shapes,
                            **inputs}, "fused")
 
     def embed(

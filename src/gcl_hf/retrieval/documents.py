@@ -11,22 +11,18 @@ from typing import Any
 
 import datasets
 
+from gcl_hf.benchmarks.task import ENCODER_MODALITIES
 from gcl_hf.data.images import IMAGE_SUFFIXES
+from gcl_hf.modeling.engine import infer_modality
 
 __all__ = ["IMAGE_SUFFIXES", "documents_from_folder", "documents_from_records"]
 
+_COLUMN_VALUE = {modality: value for value, modality in ENCODER_MODALITIES.items()}
 
 
 def _modality(text: Any, image: Any) -> str:
-    has_text = isinstance(text, str) and bool(text.strip())
-    has_image = image is not None and not (isinstance(image, str) and not image)
-    if has_text and has_image:
-        return "image,text"
-    if has_image:
-        return "image"
-    if has_text:
-        return "text"
-    raise ValueError("neither a text nor an image")
+    """The ``modality`` column value of a document (the engine's rule, in the column's vocabulary)."""
+    return _COLUMN_VALUE[infer_modality(image, text)]
 
 
 def documents_from_records(records: Sequence[Mapping[str, Any]]) -> datasets.Dataset:

@@ -10,8 +10,8 @@ its cache shards) holds
 - ``gcl_index.json``: the model reference (path or Hub id + revision), the fingerprints of the model's weights
   and of the processor, and the processor kwargs the corpus was encoded with.
 
-A query is encoded through the same path as the corpus (:func:`~gcl_hf.retrieval.encoding.encode_dataset` on
-a one-row dataset) so its numbers agree with the corpus', and searched exactly
+A query is encoded by the same engine as the corpus (:mod:`gcl_hf.modeling.engine`, with the corpus' processor
+kwargs and text settings) so its numbers agree with the corpus', and searched exactly
 (:func:`~gcl_hf.retrieval.search.exact_topk`) or, when asked for and installed, with a faiss flat index.
 Loading with another model or processor than the corpus was encoded with is refused: the scores would be
 meaningless.
@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from gcl_hf.retrieval.documents import _as_documents, documents_from_folder, documents_from_records
-from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, encode_corpus, load_cached,
+from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, load_cached,
                                               atomic_write, model_fingerprint, processor_fingerprint,
                                               write_embeddings)
-from gcl_hf.retrieval.encoding import encode_dataset
+from gcl_hf.modeling.engine import encode_items, infer_modality
+from gcl_hf.retrieval.options import EncodeOptions, encode_with
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
 
 __all__ = ["GCLIndex", "IndexInfo", "IndexMismatchError", "SearchResults", "documents_from_folder",
@@ -150,13 +151,10 @@ class GCLIndex:
         documents, folder_root = _as_documents(data)
         root = str(image_root) if image_root is not None else folder_root
         fingerprints = model_fingerprint(model), processor_fingerprint(processor)
-        kwargs = dict(image_root=root, batch_size=batch_size, num_workers=num_workers, device=device,
-                      processor_kwargs=processor_kwargs, show_progress=show_progress, desc="encoding corpus")
-        if cache_dir is not None:
-            embeddings: Any = encode_corpus(model, processor, documents, cache_dir=cache_dir, shard_size=shard_size,
-                                            **kwargs)
-        else:
-            embeddings = encode_dataset(model, processor, documents, **kwargs)
+        options = EncodeOptions(image_root=root, batch_size=batch_size, num_workers=num_workers, device=device,
+                                processor_kwargs=processor_kwargs, show_progress=show_progress, cache_dir=cache_dir,
+                                shard_size=shard_size)
+        embeddings = encode_with(model, processor, documents, options, desc="encoding corpus")
         return cls.from_embeddings(embeddings, documents, model, processor, image_root=root, model_ref=model_ref,
                                    revision=revision, processor_ref=processor_ref, processor_kwargs=processor_kwargs,
                                    backend=backend, fingerprints=fingerprints)
@@ -258,9 +256,9 @@ class GCLIndex:
             raise ValueError("a query needs text=..., image=... or both")
         if image is not None and isinstance(image, (str, os.PathLike)):
             image = str(Path(image).expanduser().resolve())
-        query = documents_from_records([{"id": "query", "text": text, "image": image}])
-        return encode_dataset(self.model, self.processor, query, processor_kwargs=self.info.processor_kwargs,
-                              batch_size=1, show_progress=False)
+        items = [(infer_modality(image, text), image, text)]
+        return encode_items(self.model, self.processor, items, batch_size=1,
+                            processor_kwargs=self.info.processor_kwargs, where=lambda _: "query").float().cpu()
 
     def search(self, text: str | None = None, image: Any = None, k: int = 10) -> SearchResults:
         """The ``k`` documents closest to a text query, an image query or a fused (image, text) query."""

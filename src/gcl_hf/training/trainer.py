@@ -179,7 +179,7 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
         if updates:
             logger.info("GCL loss settings from the training arguments: %s", updates)
 
-        lora = peft_config if peft_config is not None else args.lora_config()
+        lora = peft_config if peft_config is not None else args.lora_config(model)
         if lora is not None:
             model.apply_lora(lora, train_logit_scale=args.train_logit_scale)
         else:
