@@ -36,7 +36,7 @@ def test_text_only_is_plain_bert_cls(model, processor):
     bert.load_state_dict(model.text_model.state_dict())
     with torch.no_grad():
         expected = bert(**batch).last_hidden_state[:, 0]
-        got = model.get_text_features(batch["input_ids"], batch["attention_mask"])
+        got = model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -45,8 +45,8 @@ def test_image_only_is_fused_with_the_empty_text(model, processor):
     empty = _texts(processor, ["", ""])
     assert empty["input_ids"][0].tolist() == model.config.image_only_input_ids
     with torch.no_grad():
-        image = model.get_image_features(pixels)
-        fused = model.get_fused_features(pixels, empty["input_ids"], empty["attention_mask"])
+        image = model.get_image_features(pixels).pooler_output
+        fused = model.get_fused_features(pixels, empty["input_ids"], empty["attention_mask"]).pooler_output
     torch.testing.assert_close(image, fused, rtol=0, atol=0)
 
 
@@ -56,8 +56,8 @@ def test_padded_fused_row_equals_the_row_alone(model, processor):
     alone = _texts(processor, ["a cat"])
     assert batch["input_ids"].shape[1] > alone["input_ids"].shape[1]
     with torch.no_grad():
-        both = model.get_fused_features(pixels, batch["input_ids"], batch["attention_mask"])
-        one = model.get_fused_features(pixels[:1], alone["input_ids"], alone["attention_mask"])
+        both = model.get_fused_features(pixels, batch["input_ids"], batch["attention_mask"]).pooler_output
+        one = model.get_fused_features(pixels[:1], alone["input_ids"], alone["attention_mask"]).pooler_output
     torch.testing.assert_close(both[:1], one, rtol=1e-5, atol=1e-5)
 
 
@@ -71,7 +71,7 @@ def test_fused_input_layout(model, processor):
 
     hook = model.text_model.encoder.register_forward_pre_hook(grab)
     with torch.no_grad():
-        model.get_fused_features(pixels, text["input_ids"], text["attention_mask"])
+        model.get_fused_features(pixels, text["input_ids"], text["attention_mask"]).pooler_output
         hook.remove()
         emb = model.text_model.embeddings
         p = model.config.num_image_tokens
@@ -95,8 +95,8 @@ def test_over_long_fused_text_is_truncated_with_its_sep(model, processor, caplog
     cut = _texts(processor, [long_text], truncation=True, max_length=limit)
     pixels = _pixels(1)
     with torch.no_grad():
-        got = model.get_fused_features(pixels, full["input_ids"], full["attention_mask"])
-        expected = model.get_fused_features(pixels, cut["input_ids"], cut["attention_mask"])
+        got = model.get_fused_features(pixels, full["input_ids"], full["attention_mask"]).pooler_output
+        expected = model.get_fused_features(pixels, cut["input_ids"], cut["attention_mask"]).pooler_output
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert f"longer than {limit} tokens" in caplog.text
 
@@ -110,10 +110,10 @@ def test_one_vit_pass_for_the_three_embeddings(model, processor):
         image, text, fused = model.get_image_text_fused_features(pixels, batch["input_ids"], batch["attention_mask"])
     assert len(calls) == 1
     with torch.no_grad():
-        torch.testing.assert_close(image, model.get_image_features(pixels))
-        torch.testing.assert_close(text, model.get_text_features(batch["input_ids"], batch["attention_mask"]))
+        torch.testing.assert_close(image, model.get_image_features(pixels).pooler_output)
+        torch.testing.assert_close(text, model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output)
         torch.testing.assert_close(fused, model.get_fused_features(pixels, batch["input_ids"],
-                                                                   batch["attention_mask"]))
+                                                                   batch["attention_mask"]).pooler_output)
 
 
 def test_patch_dropout_only_in_train_mode():
@@ -169,7 +169,7 @@ def test_save_and_auto_load(model, tmp_path, processor):
     assert type(loaded) is VistaModel
     pixels = _pixels()
     with torch.no_grad():
-        torch.testing.assert_close(loaded.get_image_features(pixels), model.get_image_features(pixels),
+        torch.testing.assert_close(loaded.get_image_features(pixels).pooler_output, model.get_image_features(pixels).pooler_output,
                                    rtol=0, atol=0)
 
 
@@ -191,7 +191,7 @@ def test_xlm_roberta_text_encoder(processor):
     reference = XLMRobertaModel(model.config.text_config, add_pooling_layer=False).eval()
     reference.load_state_dict(model.text_model.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(model.get_text_features(batch["input_ids"], batch["attention_mask"]),
+        torch.testing.assert_close(model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output,
                                    reference(**batch).last_hidden_state[:, 0], rtol=0, atol=0)
         image, _, fused = model.get_image_text_fused_features(_pixels(), batch["input_ids"], batch["attention_mask"])
     assert image.shape == fused.shape == (2, 32) and not torch.allclose(image, fused)

@@ -54,7 +54,7 @@ def test_text_path_equals_bert_on_the_bge_weights(converted):
                           for k, v in sd.items() if k.startswith(("bge_embeddings.", "bge_encoder."))})
     ids = torch.tensor([[2, 10, 11, 12, 3]])
     with torch.no_grad():
-        torch.testing.assert_close(model.get_text_features(ids), bert(input_ids=ids).last_hidden_state[:, 0],
+        torch.testing.assert_close(model.get_text_features(ids).pooler_output, bert(input_ids=ids).last_hidden_state[:, 0],
                                    rtol=0, atol=0)
 
 

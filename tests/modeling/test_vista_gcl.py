@@ -47,8 +47,8 @@ def test_forward_runs_the_vit_once_and_matches_the_backbone(batch):
     assert len(calls) == 1
     assert torch.isfinite(out.loss) and set(out.pair_losses) == {f"{a}->{b}" for a, b in model.config.pair_tuples}
     with torch.no_grad():
-        fused = backbone.get_fused_features(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-        image = backbone.get_image_features(batch["pixel_values"])
+        fused = backbone.get_fused_features(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooler_output
+        image = backbone.get_image_features(batch["pixel_values"]).pooler_output
     torch.testing.assert_close(out.fused_embeds, torch.nn.functional.normalize(fused, dim=-1))
     torch.testing.assert_close(out.image_embeds, torch.nn.functional.normalize(image, dim=-1))
 

@@ -7,7 +7,10 @@
   P+1, P+2, ... (token type 0). The ``[CLS]`` state is the embedding.
 * image item: the fused path with the tokenizer's encoding of ``""`` (``config.image_only_input_ids``).
 
-Every ``get_*_features`` returns the raw (un-normalised) ``[CLS]`` state, ``[N, hidden]``: ``GCLModel`` normalises.
+Every ``get_*_features`` returns, as transformers 5 models do, a ``BaseModelOutputWithPooling`` whose
+``pooler_output`` is the raw (un-normalised) ``[CLS]`` state ``[N, hidden]`` (``last_hidden_state``: the text
+encoder's whole output sequence); ``GCLModel`` normalises. ``get_image_text_fused_features`` returns the three
+``[CLS]`` tensors.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from gcl_hf.modeling.vista.configuration_vista import VistaConfig
@@ -101,10 +105,10 @@ class VistaModel(VistaPreTrainedModel):
 
     # ------------------------------------------------------------------ the three embeddings
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                          token_type_ids: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        """Plain BGE: the raw ``[CLS]`` state of the text encoder, ``[N, hidden]``."""
+                          token_type_ids: torch.Tensor | None = None, **kwargs: Any) -> BaseModelOutputWithPooling:
+        """Plain BGE: ``pooler_output`` = the raw ``[CLS]`` state of the text encoder, ``[N, hidden]``."""
         out = self.text_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return out.last_hidden_state[:, 0]
+        return _pooled(out.last_hidden_state)
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The image tokens as the text encoder reads them, ``[N, P, hidden]``: ViT patch tokens → projection
@@ -117,7 +121,8 @@ class VistaModel(VistaPreTrainedModel):
 
     def encode_with_image_tokens(self, image_tokens: torch.Tensor, input_ids: torch.Tensor,
                                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The raw ``[CLS]`` state of ``[CLS] + image tokens + text tokens[1:]`` (texts right-padded)."""
+        """The text encoder's output sequence over ``[CLS] + image tokens + text tokens[1:]`` (texts right-padded);
+        its first row is the fused item's raw ``[CLS]`` state."""
         batch, count = image_tokens.shape[0], image_tokens.shape[1]
         if input_ids.shape[0] != batch:
             raise ValueError(f"VistaModel: fused items need one image per text: got {batch} images and "
@@ -136,7 +141,7 @@ class VistaModel(VistaPreTrainedModel):
                          dim=1)
         mask = create_bidirectional_mask(config=self.text_model.config, inputs_embeds=hidden,
                                          attention_mask=mask.bool())
-        return self.text_model.encoder(hidden, attention_mask=mask).last_hidden_state[:, 0]
+        return self.text_model.encoder(hidden, attention_mask=mask).last_hidden_state
 
     def _fit_fused_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,15 +172,15 @@ class VistaModel(VistaPreTrainedModel):
                              "(tokenizer('')['input_ids'], e.g. [CLS, SEP]); gcl-hf convert-vista does")
         return torch.tensor(ids, dtype=torch.long, device=device).expand(batch, -1)
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The raw ``[CLS]`` state of the image with the empty prompt, ``[N, hidden]``."""
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
+        """``pooler_output`` = the raw ``[CLS]`` state of the image with the empty prompt, ``[N, hidden]``."""
         tokens = self.image_tokens(pixel_values)
-        return self.encode_with_image_tokens(tokens, self._image_only_ids(tokens.shape[0], tokens.device))
+        return _pooled(self.encode_with_image_tokens(tokens, self._image_only_ids(tokens.shape[0], tokens.device)))
 
     def get_fused_features(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                           attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        """The raw ``[CLS]`` state of image n with text n, ``[N, hidden]``."""
-        return self.encode_with_image_tokens(self.image_tokens(pixel_values), input_ids, attention_mask)
+                           attention_mask: torch.Tensor | None = None, **kwargs: Any) -> BaseModelOutputWithPooling:
+        """``pooler_output`` = the raw ``[CLS]`` state of image n with text n, ``[N, hidden]``."""
+        return _pooled(self.encode_with_image_tokens(self.image_tokens(pixel_values), input_ids, attention_mask))
 
     def get_image_text_fused_features(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -184,9 +189,9 @@ class VistaModel(VistaPreTrainedModel):
         """``(image, text, fused)`` raw features of N image–text pairs with one ViT pass per image: the image and
         fused embeddings share the image tokens; the fused one costs one text-encoder pass."""
         tokens = self.image_tokens(pixel_values)
-        image = self.encode_with_image_tokens(tokens, self._image_only_ids(tokens.shape[0], tokens.device))
-        text = self.get_text_features(input_ids, attention_mask, kwargs.get("token_type_ids"))
-        fused = self.encode_with_image_tokens(tokens, input_ids, attention_mask)
+        image = self.encode_with_image_tokens(tokens, self._image_only_ids(tokens.shape[0], tokens.device))[:, 0]
+        text = self.get_text_features(input_ids, attention_mask, kwargs.get("token_type_ids")).pooler_output
+        fused = self.encode_with_image_tokens(tokens, input_ids, attention_mask)[:, 0]
         return image, text, fused
 
     def forward(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
@@ -196,7 +201,11 @@ class VistaModel(VistaPreTrainedModel):
             image, text, fused = self.get_image_text_fused_features(pixel_values, input_ids, attention_mask)
             return VistaOutput(text_embeds=text, image_embeds=image, fused_embeds=fused)
         if pixel_values is not None:
-            return VistaOutput(image_embeds=self.get_image_features(pixel_values))
+            return VistaOutput(image_embeds=self.get_image_features(pixel_values).pooler_output)
         if input_ids is not None:
-            return VistaOutput(text_embeds=self.get_text_features(input_ids, attention_mask))
+            return VistaOutput(text_embeds=self.get_text_features(input_ids, attention_mask).pooler_output)
         raise ValueError("VistaModel.forward needs input_ids, pixel_values or both")
+
+
+def _pooled(sequence: torch.Tensor) -> BaseModelOutputWithPooling:
+    return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=sequence[:, 0])
