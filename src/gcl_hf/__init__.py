@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, AutoModel
 
+import gcl_hf._moved  # noqa: F401 - an import of a moved module names its new path
 from gcl_hf.modeling.configuration import GCLConfig
 from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss, parse_pairs
 from gcl_hf.modeling.model import GCLModel, GCLOutput

@@ -204,7 +204,10 @@ def _read_csv(path: str) -> tuple[list[Any], Callable[[int], str], list[str] | N
     lines: list[int] = []
     for first, last, values in rows:
         bad = next((n for n in range(first, last + 1) if n in decoded.bad_lines), None)
-        if bad is None:
+        if bad is None and len(values) > len(header):
+            records.append(_Broken(f"{len(values)} fields for the {len(header)} columns of the header (a field with an "
+                                   "unquoted comma or tab? put it in double quotes)"))
+        elif bad is None:
             records.append(dict(zip(header, values)))
         else:
             where = "" if bad == first else f"line {bad}: "

@@ -103,7 +103,13 @@ def batch_items(batch: dict[str, Any], *, offset: int = 0, task: str = "task") -
     """The ``GCLModel.encode`` items of one mteb batch: a row with an image and a non-empty text is fused, a row
     with one of them is that modality; a row with neither raises a `ValueError` naming the task and the row."""
     images, texts = batch.get("image"), batch.get("text")
-    size = len(images) if images is not None else len(texts) if texts is not None else 0
+    if images is None and texts is None:
+        size = max((len(v) for v in batch.values() if hasattr(v, "__len__")), default=0)
+        if size:  # never 0 embeddings for rows that exist: mteb would score a task on nothing
+            raise ValueError(f"{task}: rows {offset}-{offset + size - 1} have no 'image' or 'text' column "
+                             f"(columns {sorted(batch)}); gcl-hf encodes images, texts or both")
+        return []
+    size = len(images) if images is not None else len(texts)
     items: list[Any] = []
     for i in range(size):
         image = images[i] if images is not None else None
