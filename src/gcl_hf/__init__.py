@@ -1,6 +1,7 @@
 """gcl-hf: Generalized Contrastive Learning for universal multimodal retrieval on transformers.
 
-``import gcl_hf`` registers ``GCLConfig``/``GCLModel`` with ``AutoConfig``/``AutoModel``. The heavier
+``import gcl_hf`` registers ``GCLConfig``/``GCLModel`` with ``AutoConfig``/``AutoModel`` (and the VISTA backbone,
+``model_type="vista"``, with the auto classes of config, model, image processor and processor). The heavier
 parts (trainer, data, evaluation) load on first use.
 """
 
@@ -31,6 +32,10 @@ def _publish(*args: Any, **kwargs: Any) -> Any:
 
 GCLModel.publisher = staticmethod(_publish)
 
+from gcl_hf.modeling.vista import register as _register_vista  # noqa: E402
+
+_register_vista()
+
 #: public name -> module that defines it (imported lazily)
 _LAZY = {
     "GCLTrainer": "gcl_hf.training.trainer",
@@ -45,6 +50,10 @@ _LAZY = {
     "modality_gap": "gcl_hf.retrieval.analysis",
     "RetrievalTask": "gcl_hf.benchmarks.task",
     "load_benchmark": "gcl_hf.benchmarks.registry",
+    "VistaConfig": "gcl_hf.modeling.vista",
+    "VistaModel": "gcl_hf.modeling.vista",
+    "VistaProcessor": "gcl_hf.modeling.vista",
+    "convert_vista": "gcl_hf.modeling.vista.convert",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -235,6 +235,22 @@ def _groupvit() -> Any:
                                               projection_intermediate_dim=HIDDEN))
 
 
+def _vista() -> Any:
+    from gcl_hf.modeling.vista import VistaConfig, VistaModel
+
+    tok = bert_tokenizer()
+    text = {**_text(tok), "model_type": "bert"}
+    vision = _vision(rope_pretrain_grid=IMAGE // PATCH)
+    return VistaModel(VistaConfig(text_config=text, vision_config=vision, image_only_input_ids=tok("")["input_ids"]))
+
+
+def _vista_processor() -> Any:
+    from gcl_hf.modeling.vista import VistaImageProcessor, VistaProcessor
+
+    image_processor = VistaImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE})
+    return VistaProcessor(image_processor=image_processor, tokenizer=bert_tokenizer())
+
+
 CASES: tuple[FamilyCase, ...] = (
     FamilyCase("clip", "clip", _seeded(_clip), _clip_processor),
     FamilyCase("tinyclip", "clip", _seeded(_tinyclip), _clip_processor),
@@ -249,4 +265,5 @@ CASES: tuple[FamilyCase, ...] = (
     FamilyCase("aimv2", "aimv2", _seeded(_aimv2), _clip_processor),
     FamilyCase("clipseg", "clipseg", _seeded(_clipseg), _clipseg_processor),
     FamilyCase("groupvit", "groupvit", _seeded(_groupvit), _clip_processor),
+    FamilyCase("vista", "vista", _seeded(_vista), _vista_processor),
 )

@@ -74,7 +74,12 @@ def test_forward_embeddings_are_the_backbones_own_features(case):
     image, text = _features(model.backbone, batch)
     torch.testing.assert_close(out.image_embeds, F.normalize(image, dim=-1))
     torch.testing.assert_close(out.text_embeds, F.normalize(text, dim=-1))
-    torch.testing.assert_close(out.fused_embeds, F.normalize(image + text, dim=-1))
+    if model.config.fusion == "backbone":  # a backbone with its own fused encoder (VISTA)
+        with torch.no_grad():
+            fused = model.backbone.get_fused_features(**batch).pooler_output
+        torch.testing.assert_close(out.fused_embeds, F.normalize(fused, dim=-1))
+    else:
+        torch.testing.assert_close(out.fused_embeds, F.normalize(image + text, dim=-1))
     assert torch.isfinite(out.loss) and model.config.objective == family.objective
     own = dict(model.backbone.named_parameters(recurse=False))  # the temperature parameters the table names
     assert {family.logit_scale, family.logit_bias} - {None} <= set(own)
@@ -134,8 +139,11 @@ def test_encode_and_retrieval_evaluation(case, tmp_path):
     image_inputs = processor(images=images[:1], return_tensors="pt")
     with torch.no_grad():
         np.testing.assert_allclose(imgs[:1], model.embed(image_inputs, "image").numpy(), atol=1e-5, rtol=0)
-        expected_fused = F.normalize(model.image_features(**split_inputs(image_inputs)[0]) +
-                                     torch.from_numpy(model.encode(TEXTS[:1], normalize=False)), dim=-1)
+        if model.config.fusion == "backbone":  # its own fused encoder (VISTA)
+            expected_fused = model.embed(processor(images=images[:1], text=TEXTS[:1], return_tensors="pt"), "fused")
+        else:
+            expected_fused = F.normalize(model.image_features(**split_inputs(image_inputs)[0]) +
+                                         torch.from_numpy(model.encode(TEXTS[:1], normalize=False)), dim=-1)
     np.testing.assert_allclose(fused[:1], expected_fused.numpy(), atol=1e-5, rtol=0)
     assert texts.shape == imgs.shape == fused.shape == (4, model.embedding_dim)
 

@@ -85,6 +85,8 @@ FAMILIES: tuple[BackboneFamily, ...] = (
     BackboneFamily("ALIGN", ("align",), lora_target_modules=(*_BERT_ATTENTION, "project_conv"), logit_scale=None,
                    text_inputs=("input_ids", "attention_mask", "token_type_ids")),
     BackboneFamily("BLIP", ("blip",), lora_target_modules=("qkv", "projection", *_BERT_ATTENTION)),
+    BackboneFamily("VISTA", ("vista",), lora_target_modules=_BERT_ATTENTION + _ATTENTION, logit_scale=None,
+                   text_inputs=("input_ids", "attention_mask", "token_type_ids")),  # BGE + EVA02, its own fusion
     BackboneFamily("AIMv2", ("aimv2",)),
     BackboneFamily("CLIPSeg", ("clipseg",)),
     BackboneFamily("GroupViT", ("groupvit",)),
@@ -177,7 +179,8 @@ def check_backbone(backbone: nn.Module) -> None:
 def backbone_defaults(backbone: nn.Module) -> dict[str, Any]:
     """GCL settings a backbone implies: its family's objective (``"sigmoid"`` for SigLIP / SigLIP 2; for a family
     not in :data:`FAMILIES`, ``"sigmoid"`` when it has a ``logit_bias`` parameter), ``fusion="backbone"`` for one
-    with its own fused encoder."""
+    with its own fused encoder, and the starting temperature of one that has no ``logit_scale`` but names it
+    (``config.logit_scale_init``, VISTA)."""
     defaults: dict[str, Any] = {}
     base = backbone.get_base_model() if is_peft_model(backbone) else backbone
     family = family_of(base)
@@ -188,7 +191,17 @@ def backbone_defaults(backbone: nn.Module) -> dict[str, Any]:
         defaults["objective"] = "sigmoid"
     if has_fused_encoder(base):
         defaults["fusion"] = "backbone"
+    defaults.update(_temperature_default(base))
     return defaults
+
+
+def _temperature_default(base: nn.Module) -> dict[str, Any]:
+    """A backbone with no learned ``logit_scale`` may name the (log) scale it was trained at in its config's
+    ``logit_scale_init`` (VISTA: temperature 0.02 → log 50); the GCL temperature then starts there."""
+    init = getattr(getattr(base, "config", None), "logit_scale_init", None)
+    if isinstance(getattr(base, "logit_scale", None), nn.Parameter) or not isinstance(init, (int, float)):
+        return {}
+    return {"logit_scale_init": float(init)}
 
 
 def is_peft_model(module: nn.Module) -> bool:
