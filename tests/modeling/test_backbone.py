@@ -144,3 +144,27 @@ def test_an_input_that_belongs_to_no_tower_is_named():
     model = GCLModel.from_backbone(tiny_clip())
     with pytest.raises(TypeError, match="unexpected model inputs \\['pixel_typo'\\]"):
         model(input_ids=torch.ones(2, 4, dtype=torch.long), pixel_typo=torch.ones(2))
+
+
+def test_training_with_clip_pairs_skips_the_backbones_fused_pass():
+    """+CL on a fused-encoder backbone (VISTA) used to pay a fused pass its loss never reads."""
+    from gcl_hf import CLIP_PAIRS
+
+    calls = []
+
+    class Counting(FusingCLIP):
+        def get_fused_features(self, *args, **kwargs):
+            calls.append(1)
+            return super().get_fused_features(*args, **kwargs)
+
+    plain = tiny_clip()
+    backbone = Counting(plain.config)
+    backbone.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(0)
+    px, ids = torch.randn(3, 3, 32, 32, generator=g), torch.randint(0, 256, (3, 6), generator=g)
+    cl = GCLModel.from_backbone(backbone, pairs=CLIP_PAIRS).train()
+    out = cl(pixel_values=px, input_ids=ids, return_loss=True)
+    assert calls == [] and out.fused_embeds is None and torch.isfinite(out.loss)
+    assert cl.eval()(pixel_values=px, input_ids=ids).fused_embeds is not None and calls == [1]  # eval: all three
+    GCLModel.from_backbone(backbone).train()(pixel_values=px, input_ids=ids, return_loss=True)  # GCL needs it
+    assert calls == [1, 1]

@@ -205,12 +205,13 @@ class GCLModel(EncodeMixin, LoraMixin, PublishingMixin, GCLPreTrainedModel):
                                       **inputs))
 
     def _all_features(
-        self, image_inputs: dict[str, Any], text_inputs: dict[str, Any]
+        self, image_inputs: dict[str, Any], text_inputs: dict[str, Any], *, fused: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Raw image and text features of paired inputs, and raw fused features when ``fusion="backbone"`` (one
-        backbone call when it offers ``get_image_text_fused_features``, so its image encoder runs once)."""
+        """Raw image and text features of paired inputs, and raw fused features when ``fusion="backbone"`` and
+        ``fused`` (one backbone call when it offers ``get_image_text_fused_features``, so its image encoder runs
+        once)."""
         _check_pairing(image_inputs["pixel_values"], text_inputs["input_ids"])
-        if self.config.fusion != "backbone":
+        if self.config.fusion != "backbone" or not fused:
             return self.image_features(**image_inputs), self.text_features(**text_inputs), None
         all_features = getattr(self.backbone, ALL_FEATURES_METHOD, None)
         if callable(all_features):
@@ -292,8 +293,13 @@ class GCLModel(EncodeMixin, LoraMixin, PublishingMixin, GCLPreTrainedModel):
         )
         image = text = fused = None
         if pixel_values is not None and input_ids is not None:
-            image, text, fused_raw = self._all_features(image_inputs, text_inputs)
-            fused = F.normalize(fused_raw, dim=-1) if fused_raw is not None else self.fuse_features(image, text)
+            # in training, a loss without a fused pair (CLIP's) skips the fused embedding: no backbone fused pass
+            want_fused = not self.training or "fused" in self.config.loss_settings.modalities
+            image, text, fused_raw = self._all_features(image_inputs, text_inputs, fused=want_fused)
+            if fused_raw is not None:
+                fused = F.normalize(fused_raw, dim=-1)
+            elif want_fused:
+                fused = self.fuse_features(image, text)
         elif pixel_values is not None:
             image = self.image_features(**image_inputs)
         else:
