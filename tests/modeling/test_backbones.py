@@ -196,6 +196,11 @@ def test_sentence_transformers_forms(case, tmp_path):
         np.testing.assert_allclose(st.encode(images), expected[1], atol=1e-5, rtol=0, err_msg=form)
     items = [{"image": image, "text": text} for image, text in zip(images, TEXTS)]
     np.testing.assert_allclose(st_full.encode(items), model.encode(list(zip(images, TEXTS))), atol=1e-5, rtol=0)
+    if model.config.fusion == "backbone":  # VISTA: score fusion of the towers would be silently wrong
+        from gcl_hf.integrations.sentence_transformers import encode_fused
+
+        with pytest.raises(ValueError, match="with its own encoder"):
+            encode_fused(st, items)
 
 
 def test_siglip2_naflex_trains_with_lora_through_the_trainer(tmp_path):

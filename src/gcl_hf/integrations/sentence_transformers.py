@@ -30,7 +30,7 @@ def encode_fused(
     import torch
     from sentence_transformers.util import batch_to_device
 
-    from gcl_hf.modeling.fusion import fuse
+    from gcl_hf.modeling.fusion import fuse, has_fused_encoder
 
     pairs = []
     for i, item in enumerate(items):
@@ -45,6 +45,12 @@ def encode_fused(
         raise ValueError(f"fusion={fusion!r}: a plain backbone fuses with 'sum' or 'mean' (the 'mlp' head is only "
                          "in the full form)")
     tower = model[0]
+    backbone = getattr(tower, "model", None) or getattr(tower, "auto_model", None)
+    if has_fused_encoder(backbone):
+        raise ValueError(
+            f"{type(backbone).__name__} embeds fused items with its own encoder (get_fused_features), not as a sum of "
+            "its towers: load the full gcl-hf form in sentence-transformers, or use GCLModel.encode"
+        )
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(pairs), batch_size):
