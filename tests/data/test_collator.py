@@ -265,3 +265,18 @@ def test_collator_tokenizes_a_literal_special_token_as_text(png):
     eos = processor.tokenizer.eos_token_id
     ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
     assert ids.count(eos) == 1 and ids[-1] == eos  # only the tokenizer's own end token
+
+
+def test_the_image_processors_settings_win_over_the_processor_class_defaults():
+    """Siglip2Processor applies its class defaults (16 px patches, 256 of them) at every call, over its image
+    processor's settings: a NaFlex processor set to 8 px patches, 16 at most, used to get 256 patches of 16 px."""
+    from transformers import Siglip2ImageProcessorPil, Siglip2Processor
+
+    from gcl_hf.data.collator import image_settings
+
+    processor = Siglip2Processor(image_processor=Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16),
+                                 tokenizer=byte_level_tokenizer())
+    assert image_settings(processor) == {"patch_size": 8, "max_num_patches": 16}
+    batch = GCLCollator(processor)([{"image": Image.fromarray(PIXELS), "text": "a red cube"}])
+    assert tuple(batch["pixel_values"].shape) == (1, 16, 8 * 8 * 3)
+    assert image_settings(make_processor()) == {}  # CLIPProcessor declares no per-call image defaults

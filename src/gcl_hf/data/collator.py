@@ -27,7 +27,7 @@ import torch
 from gcl_hf.data.errors import DataFormatError
 from gcl_hf.data.images import ImageLoadError, open_image
 
-__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "literal_special_tokens", "text_settings"]
+__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "image_settings", "literal_special_tokens", "text_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,19 @@ def _model_text_limit(model: Any) -> int | None:
         if isinstance(limit, int) and limit > 0:
             return limit
     return None
+
+
+def image_settings(processor: Any) -> dict[str, Any]:
+    """The image processor's own values of the image kwargs a processor class defaults at every call.
+
+    A processor's ``__call__`` applies its class defaults over its image processor's settings (SigLIP 2's
+    ``Siglip2Processor``: 16 px patches, at most 256 of them, whatever its image processor says); passing the image
+    processor's values explicitly makes the image processor's configuration the one that counts."""
+    defaults = getattr(type(processor), "images_kwargs", None)
+    image_processor = getattr(processor, "image_processor", None)
+    if not isinstance(defaults, dict) or image_processor is None:
+        return {}
+    return {key: getattr(image_processor, key) for key in defaults if getattr(image_processor, key, None) is not None}
 
 
 def text_settings(model: Any, processor: Any, max_length: int | None = None,
@@ -232,6 +245,7 @@ class GCLCollator:
                 max_length=self.max_length,
                 pad_to_multiple_of=self.pad_to_multiple_of,
                 return_tensors="pt",
+                **image_settings(self.processor),
             )
         out = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
         if self.return_records:

@@ -77,10 +77,12 @@ def process_batch(processor: Any, modality: Modality, *, texts: Sequence[str] | 
     kwargs: dict[str, Any] = {"return_tensors": "pt"}
     if modality != "image":
         kwargs.update(text=list(texts or []), **(text_settings or {"truncation": True, "padding": True}))
+    from gcl_hf.data.collator import image_settings, literal_special_tokens
+
     if modality != "text":
         kwargs["images"] = list(images or [])
+        kwargs.update(image_settings(processor))
     kwargs.update(processor_kwargs or {})
-    from gcl_hf.data.collator import literal_special_tokens
 
     with literal_special_tokens(processor):
         return dict(processor(**kwargs))
