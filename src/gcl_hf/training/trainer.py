@@ -35,7 +35,6 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from gcl_hf.data.records import SKIPPED_KEY, with_row_index
 from gcl_hf.hub.adapter import load_adapter, save_adapter
-from gcl_hf.losses import distributed as _dist
 from gcl_hf.losses.settings import resolve_negatives
 from gcl_hf.modeling.model import GCLModel
 from gcl_hf.modeling.towers import freeze_towers
@@ -333,11 +332,10 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
             values.append(torch.tensor(float(self._skipped["train"]), device=self.args.device))
         if values:
             packed = torch.stack([v.float().to(self.args.device) for v in values])
-            if _dist.is_distributed():  # every process logs at the same steps: a symmetric collective
-                torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
-            packed = packed.tolist()
+            # every process logs at the same steps: one symmetric collective (a sum; the losses are then averaged)
+            packed = self.accelerator.reduce(packed, reduction="sum").tolist()
             prefix = "eval_loss/" if mode == "eval" else "loss/"
-            logs.update({f"{prefix}{n}": v / _dist.world_size() for n, v in zip(names, packed)})
+            logs.update({f"{prefix}{n}": v / self.accelerator.num_processes for n, v in zip(names, packed)})
             if count_skips and packed[-1] > 0:
                 logs["skipped_records"] = int(packed[-1])
             self._pair_sums[mode], self._pair_counts[mode] = {}, 0
@@ -352,7 +350,6 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
             save_adapter(self.model, directory)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(directory)
-        if _dist.is_distributed():
-            torch.distributed.barrier()
+        self.accelerator.wait_for_everyone()
         return directory
 
