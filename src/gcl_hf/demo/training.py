@@ -86,8 +86,8 @@ class _TensorCollator:
 # ---------------------------------------------------------------------------------------------- training
 
 
-def _progress_callback(desc: str, enabled: bool, history: list[dict[str, float]]):
-    """A Trainer callback: one tqdm bar per run (loss in the postfix) and the log history collected."""
+def _progress_callback(desc: str, enabled: bool):
+    """A Trainer callback: one tqdm bar per run, the last logged loss in its postfix."""
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
@@ -102,8 +102,6 @@ def _progress_callback(desc: str, enabled: bool, history: list[dict[str, float]]
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                history.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()
-                                                              if k == "loss" or k.startswith("loss/")}})
                 self.bar.set_postfix(loss=f"{logs['loss']:.3f}")
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -123,9 +121,8 @@ def train_model(model: GCLModel, tensors: TrainTensors, arm: Arm, *, steps: int,
     from gcl_hf.training.arguments import GCLTrainingArguments
     from gcl_hf.training.trainer import GCLTrainer
 
-    history: list[dict[str, float]] = []
     if steps == 0:
-        return history
+        return []
     work_dir = tempfile.mkdtemp(prefix="gcl-demo-trainer-")  # nothing is saved; the Trainer wants a directory
     args = GCLTrainingArguments(
         output_dir=work_dir, max_steps=steps, per_device_train_batch_size=batch_size,
@@ -138,7 +135,7 @@ def train_model(model: GCLModel, tensors: TrainTensors, arm: Arm, *, steps: int,
     trainer = GCLTrainer(model=model, args=args, data_collator=_TensorCollator(tensors),
                          train_dataset=_Indices(len(tensors)))
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_progress_callback(desc, progress, history))
+    trainer.add_callback(_progress_callback(desc, progress))
     gc.freeze()  # the Trainer's free_memory() runs gc.collect(): skip the (many) objects alive before training
     try:
         trainer.train()
@@ -146,7 +143,9 @@ def train_model(model: GCLModel, tensors: TrainTensors, arm: Arm, *, steps: int,
         gc.unfreeze()
         shutil.rmtree(work_dir, ignore_errors=True)
     model.eval()
-    return history
+    # the Trainer's own log history: the training logs' losses (total and per pair), by step
+    return [{"step": entry["step"], **{k: float(v) for k, v in entry.items() if k == "loss" or k.startswith("loss/")}}
+            for entry in trainer.state.log_history if "loss" in entry]
 
 
 def pretrain(config: DemoConfig, tensors: TrainTensors, tokenizer: Any, seed: int) -> tuple[GCLModel, list[dict[str, float]]]:
