@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from gcl_hf.data.pairs import DataFormatError
+from gcl_hf.errors import note_details
 from gcl_hf.data.images import ImageLoadError, open_image
 
 __all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "text_settings"]
@@ -181,6 +182,8 @@ class GCLCollator:
                 image, text = self._load(index, record)
             except (ImageLoadError, DataFormatError) as exc:
                 if self.errors == "raise":
+                    if torch.utils.data.get_worker_info() is not None:  # the fields must reach the main process
+                        note_details(exc)
                     raise
                 self.skipped += 1
                 logger.warning("skipping %s (%d skipped so far in this process)", exc, self.skipped)

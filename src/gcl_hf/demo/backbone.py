@@ -9,36 +9,17 @@ fraction of a second per step, and any code that handles CLIP handles it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
-from gcl_hf.demo.items import ItemLayout, caption_vocabulary, max_caption_words
+from gcl_hf.demo.config import DemoBackboneConfig, demo_max_length
+from gcl_hf.demo.items import caption_vocabulary
 from gcl_hf.testing import tiny_image_processor
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
-
-
-def demo_max_length(layout: ItemLayout | None = None) -> int:
-    """Token budget that fits every caption of ``layout`` (default: the default layout) + BOS/EOS."""
-    return max_caption_words(layout or ItemLayout()) + 2
-
-
-@dataclass
-class DemoBackboneConfig:
-    """Size of the demo backbone (both towers share width and depth)."""
-
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    projection_dim: int = 64
-    image_size: int = 48
-    patch_size: int = 8
-    max_length: int = demo_max_length()
 
 
 def build_demo_tokenizer(vocabulary: Sequence[str] | None = None, max_length: int | None = None) -> PreTrainedTokenizerFast:

@@ -10,9 +10,16 @@ pools, and the pre-registered verdict; writes ``results.json``, ``demo.png`` and
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from dataclasses import replace
 
-from gcl_hf.demo.config import DemoConfig
+# OpenMP reads its wait policy once, when torch loads it: threads that sleep instead of spinning while they wait
+# keep a second thread from stalling the run when another process holds a core (the `gcl-hf` dispatcher imports
+# this module before torch). An explicit OMP_WAIT_POLICY is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from gcl_hf.demo.config import DemoConfig  # noqa: E402
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -27,9 +34,16 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line (as in every `gcl-hf` command), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d, q = DemoConfig(), DemoConfig.quick()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gcl-hf demo",
         description="Fine-tune a tiny CLIP-like model with the CLIP loss (+CL) and with GCL (+GCL, and the "
                     "per-pair ablation) from the same pre-trained start, on an offline corpus whose pictures "
@@ -83,14 +97,21 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
                    **overrides)
 
 
+def _flag_message(exc: ValueError) -> str:
+    """A `DemoConfig` validation message in terms of the command's flags (``DemoConfig.num_threads`` →
+    ``--threads``)."""
+    names = {"num_threads": "threads"}
+    return re.sub(r"DemoConfig\.(\w+)", lambda m: "--" + names.get(m[1], m[1]).replace("_", "-"), str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; returns the exit status (0, or 2 for invalid arguments)."""
+    """Run the demo; returns the exit status (0, or 2 for invalid arguments, all checked before any work)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        parser.error(str(exc))  # exits with status 2
+        parser.error(_flag_message(exc))  # one line, exit status 2
 
     from rich.console import Console
 

@@ -117,6 +117,15 @@ def load(
     return model.eval()
 
 
+def check_model_available(name: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,
+                          cache_dir: str | os.PathLike | None = None) -> None:
+    """Raise one error naming ``name`` (and, offline, the Hub cache searched) unless it is a local directory, a
+    Hub repo that answers, or, offline, a cached snapshot: the check `load` makes, for code that then loads
+    with transformers directly (``gcl-hf train``)."""
+    if not os.path.isdir(name):
+        _resolve(str(name), revision, token=token, cache_dir=cache_dir)
+
+
 def _resolve(repo_id: str, revision: str | None, *, token: str | bool | None,
              cache_dir: str | os.PathLike | None) -> tuple[list[str], str, str | None]:
     """``(files, commit sha, None)`` from the Hub, or ``(files, sha, snapshot directory)`` from the local Hub
@@ -233,4 +242,5 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
     return load_adapter(model, config_path.parent, is_trainable=True, name=where, allow_pickle=allow_pickle)
 
 
-__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "load"]
+__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "check_model_available",
+           "load"]

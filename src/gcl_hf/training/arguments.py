@@ -116,6 +116,12 @@ class GCLTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Comma-separated k of Recall@k for each evaluation task. Default: each task's own k."},
     )
+    # --- TrainingArguments fields whose help is about gcl-hf ---
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume training (gcl-hf train, GCLTrainer.train): a checkpoint directory "
+                          "(OUTPUT_DIR/checkpoint-N), or 'last' for the newest complete checkpoint in --output_dir."},
+    )
     # --- Trainer defaults changed for image-caption data ---
     remove_unused_columns: bool = field(
         default=False,
