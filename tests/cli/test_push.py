@@ -46,6 +46,13 @@ def _error_line(capsys) -> str:
     return lines[0]
 
 
+def test_the_forms_offered_are_the_hubs():
+    from gcl_hf.cli.push import FORMS
+    from gcl_hf.hub.card import FORMS as HUB_FORMS
+
+    assert FORMS == HUB_FORMS
+
+
 def test_no_token_is_one_line_and_nothing_is_sent(hub, model_dir, capsys):
     assert cli.main(["push", str(model_dir), "fake-user/gcl"]) == 1
     assert "no Hugging Face token" in _error_line(capsys)

@@ -20,8 +20,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from gcl_hf.hub.eval_results import eval_results_from_json
 from gcl_hf.modeling.st_format import SENTENCE_TRANSFORMERS_FORMS
 
-from gcl_hf.hub.forms import FORMS
-
+FORMS = ("full", "adapter", "backbone")
 #: Tags every GCL card carries (the Hub filters on them).
 BASE_TAGS = ("gcl", "gcl-hf", "multimodal-retrieval", "image-text-retrieval", "contrastive-learning")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
