@@ -95,3 +95,29 @@ def test_an_uncached_model_offline_names_it_and_the_cache(workspace, capsys, mon
     assert cli.main(flags) == 1
     line = _error_line(capsys)
     assert "someone/not-cached-clip" in line and "cache" in line
+
+
+def test_the_mean_loss_after_a_resume_covers_the_whole_run(workspace, capsys):
+    flags = [f for f in _flags("out") if f not in ("--max_steps", "1", "--save_strategy", "no")]
+    common = [*flags, "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--seed", "0"]
+    assert cli.main([*common, "--max_steps", "4"]) == 0
+    state = json.loads((workspace / "out" / "trainer_state.json").read_text())
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 4
+    capsys.readouterr()
+    # run 2: resume at step 2 of the same schedule, in a fresh output dir holding only that checkpoint
+    import shutil
+
+    shutil.copytree(workspace / "out" / "checkpoint-2", workspace / "again" / "checkpoint-2")
+    flags2 = [f if f != "out" else "again" for f in common]
+    assert cli.main([*flags2, "--max_steps", "4", "--resume_from_checkpoint", "last"]) == 0
+    printed = capsys.readouterr().out
+    mean = float(printed.split("done (")[1].split(" mean loss")[0])
+    assert mean == pytest.approx(sum(losses) / 4, abs=1e-3)  # all four steps, not the two resumed ones
+
+
+def test_whole_run_loss_weights_the_logged_windows():
+    from gcl_hf.training.reports import whole_run_loss
+
+    history = [{"loss": 4.0, "step": 2}, {"loss": 2.0, "step": 3}, {"loss": 9.0, "step": 5}]
+    assert whole_run_loss(history, 1.0, start_step=3, final_step=5) == pytest.approx((4 * 2 + 2 + 1 * 2) / 5)

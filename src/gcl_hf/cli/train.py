@@ -283,6 +283,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
         eval_tasks=_load_eval_tasks(data_args),
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resumed = getattr(trainer, "resumed_from", None)
+    if resumed and "train_loss" in result.metrics:  # Trainer's train_loss covers the resumed steps only
+        from gcl_hf.training.reports import whole_run_loss
+
+        with open(os.path.join(resumed, "trainer_state.json"), encoding="utf-8") as handle:
+            start = int(json.load(handle)["global_step"])
+        result.metrics["train_loss_whole_run"] = whole_run_loss(
+            trainer.state.log_history, result.metrics["train_loss"], start, trainer.state.global_step)
     trainer.save_model()
     trainer.save_state()
     outputs: dict[str, Any] = {"metrics": result.metrics, "model": training_args.output_dir}
@@ -307,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     outputs = run(model_args, data_args, training_args)
     if training_args.should_save:
         saved = ", ".join(f"{k}: {v}" for k, v in outputs.items() if k in ("model", "adapter", "backbone"))
-        print(f"gcl-hf train: done ({outputs['metrics'].get('train_loss', float('nan')):.4f} mean loss); {saved}")
+        metrics = outputs["metrics"]
+        loss = metrics.get("train_loss_whole_run", metrics.get("train_loss", float("nan")))
+        print(f"gcl-hf train: done ({loss:.4f} mean loss over the run); {saved}")
     return 0
 
 
