@@ -121,3 +121,11 @@ def test_whole_run_loss_weights_the_logged_windows():
 
     history = [{"loss": 4.0, "step": 2}, {"loss": 2.0, "step": 3}, {"loss": 9.0, "step": 5}]
     assert whole_run_loss(history, 1.0, start_step=3, final_step=5) == pytest.approx((4 * 2 + 2 + 1 * 2) / 5)
+
+
+def test_mteb_names_a_local_model_by_its_directory_not_a_relative_path(workspace):
+    from gcl_hf import GCLModel
+    from gcl_hf.integrations.mteb import gcl_model_meta
+
+    GCLModel.from_backbone(tiny_clip()).save_pretrained("runs/gcl")
+    assert gcl_model_meta("runs/gcl").name == "gcl-hf/gcl"

@@ -24,6 +24,12 @@ from gcl_hf.modeling.fusion import FUSIONS
 
 __all__ = ["GCLTrainingArguments"]
 
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
 IMAGE_ERRORS = ("raise", "skip")
 
 
@@ -131,6 +137,8 @@ class GCLTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         self._check_gcl_fields()
         super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not _cuda_available()):
+            self.dataloader_pin_memory = False  # nothing to pin for (torch warns at every dataloader otherwise)
 
     # pickling (torch.save of training_args.bin) leaves every *_token field out; copies keep it
     def __getstate__(self) -> dict[str, Any]:
