@@ -66,7 +66,7 @@ CLAIM_ARM, BASELINE = "gcl", "cl"
 
 @dataclass
 class DemoConfig:
-    """Everything that determines a demo run (defaults: the full demo, a few minutes on 2 CPU cores).
+    """Everything that determines a demo run (defaults: the full demo, about 10 minutes on 2 CPU cores).
 
     Each seed is a full replicate: corpus (train pairs, test groups, renderings), backbone initialisation,
     pre-training, and the fine-tuning data order shared by that seed's arms.
@@ -98,7 +98,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """A CI-sized run (well under a minute on 2 cores): fewer pairs, test items and steps."""
+        """A CI-sized run (about a minute on 2 quiet cores): fewer pairs, test items and steps."""
         base = cls(num_train=2_000, num_test=96, pretrain_steps=60, steps=30, batch_size=64,
                    pretrain_warmup_steps=6, eval_batch_size=128)
         return replace(base, **overrides)

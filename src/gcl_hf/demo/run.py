@@ -4,7 +4,7 @@ Renders a corpus whose pictures and captions each carry something the other lack
 with the CLIP loss, fine-tunes it with +CL, +GCL and the per-pair ablation side by side, for several
 seeds; prints Recall@1 (mean±spread) of the nine query→candidate cells in one mixed pool and in local
 pools, and the pre-registered verdict; writes ``results.json``, ``demo.png`` and ``gallery.html`` into
-``--output-dir``. No download, no Hub; a few minutes on 2 CPU cores.
+``--output-dir``. No download, no Hub; about 10 minutes on 2 quiet CPU cores (`--quick`: about 1).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "modality combinations (mixed pool and local pools), over several seeds.",
     )
     parser.add_argument("--quick", action="store_true",
-                        help=f"CI-sized run (well under a minute on 2 cores): {q.num_train} pairs, {q.num_test} test "
+                        help=f"CI-sized run (about a minute on 2 quiet cores): {q.num_train} pairs, {q.num_test} test "
                              f"items, {q.pretrain_steps}+{q.steps} steps at batch {q.batch_size}; "
                              "the flags below still override it")
     parser.add_argument("--output-dir", default=d.output_dir,
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                              + both("num_test"))
     parser.add_argument("--gallery-queries", type=int, default=None,
                         help="queries per cell in gallery.html, 0 for none " + both("gallery_queries"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, cores))")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, cores)); waiting threads sleep (OMP_WAIT_POLICY=PASSIVE unless "
+                             "set), so a core busy with another process does not stall the run")
     parser.add_argument("--no-plot", action="store_true", help="do not write demo.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
