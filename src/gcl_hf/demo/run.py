@@ -10,6 +10,7 @@ pools, and the pre-registered verdict; writes ``results.json``, ``demo.png`` and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 from dataclasses import replace
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(_flag_message(exc))  # one line, exit status 2
+    if config.plot and importlib.util.find_spec("matplotlib") is None:  # not after minutes of training
+        parser.error("demo.png needs matplotlib: pip install 'gcl-hf[plot]', or pass --no-plot")
 
     from rich.console import Console
 
