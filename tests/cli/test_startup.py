@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+import gcl_hf
 from gcl_hf.cli import COMMANDS
 
 #: What a help text must not load (each costs seconds; torch alone is hundreds of MB).
 HEAVY = ("torch", "transformers", "datasets", "huggingface_hub", "peft", "accelerate", "pyarrow", "evaluate",
          "sentence_transformers", "mteb", "faiss")
-SRC = Path(__file__).resolve().parents[2] / "src"
+#: Where the gcl_hf under test lives (the checkout's src/, or an installed copy).
+SRC = Path(gcl_hf.__file__).resolve().parents[1]
 
 _PROBE = """
 import json, sys
