@@ -62,7 +62,8 @@ def test_help_is_gcl_hfs_own_and_names_resume_last(capsys):
 def test_lora_adapter_records_an_absolute_base_and_loads_from_elsewhere(workspace, tmp_path_factory, monkeypatch):
     from gcl_hf import hub
 
-    assert cli.main(_flags("out", "--lora_r", "2")) == 0
+    flags = [f for f in _flags("out", "--lora_r", "2") if f != "--use_cpu"]  # a machine without CUDA as it is
+    assert cli.main(flags) == 0
     config = json.loads((workspace / "out" / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(workspace / "tiny-clip")
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
@@ -129,3 +130,11 @@ def test_mteb_names_a_local_model_by_its_directory_not_a_relative_path(workspace
 
     GCLModel.from_backbone(tiny_clip()).save_pretrained("runs/gcl")
     assert gcl_model_meta("runs/gcl").name == "gcl-hf/gcl"
+
+
+def test_a_lora_run_prints_no_known_noise(workspace, capsys, recwarn):
+    flags = [f for f in _flags("out", "--lora_r", "2") if f != "--use_cpu"]  # a machine without CUDA as it is
+    assert cli.main(flags) == 0
+    err = capsys.readouterr().err
+    messages = [str(w.message) for w in recwarn] + [err]
+    assert not any("is_gradient_checkpointing" in m or "pin_memory" in m for m in messages), messages

@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from gcl_hf.cli.common import CLIError, known_errors, normalize_flags, one_line
 
@@ -39,6 +40,16 @@ def _usage() -> str:
     lines += ["", "Run `gcl-hf <command> --help` for a command's options. Flags take dashes or underscores",
               "(--batch-size = --batch_size); --debug shows the traceback of a failure."]
     return "\n".join(lines)
+
+
+#: Others' warnings a gcl-hf command filters because they are known noise, not news for the user:
+#: peft reads transformers' deprecated ``is_gradient_checkpointing`` alias of every model it wraps (LoRA).
+_KNOWN_NOISE = ((FutureWarning, r"`is_gradient_checkpointing` is deprecated"),)
+
+
+def _filter_known_noise() -> None:
+    for category, message in _KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def _asks_for_help(argv: list[str]) -> bool:
@@ -74,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if not _asks_for_help(rest):
             import gcl_hf
 
+            _filter_known_noise()
             gcl_hf.register_auto_classes()
         return int(module.main(rest) or 0)
     except SystemExit as exc:  # --help or a bad argument (argparse): already reported
