@@ -45,7 +45,6 @@ from common import (
     write_record,
 )
 
-from gcl_hf.retrieval.encoding import encode_dataset, modality_groups
 from gcl_hf.testing import tiny_processor
 
 TARGET = 0.9
@@ -53,29 +52,37 @@ COLOURS = ["red", "green", "blue", "yellow", "white", "black", "purple", "orange
 SHAPES = ["square", "circle", "triangle", "star", "ring", "cross"]
 
 
+def synthetic_image(rng: np.random.Generator, side: int) -> np.ndarray:
+    """A ``side``² RGB uint8 image: a smooth colour field with blocks and mild noise (compressible like a
+    photograph)."""
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    base = rng.uniform(0, 255, (3, 1, 1)) * (0.5 + 0.5 * np.stack([xx, yy, 1 - xx]))
+    img = np.transpose(base, (1, 2, 0)) + rng.normal(0, 8, (side, side, 3))
+    for _ in range(3):
+        x, y, _s = rng.integers(0, side - side // 4, 3)
+        img[y:y + side // 4, x:x + side // 4] = rng.uniform(0, 255, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def caption(i: int) -> str:
+    return f"a {COLOURS[i % 8]} {SHAPES[(i // 8) % 6]} no. {i}"
+
+
 def write_pool(root: Path, n: int, side: int, seed: int = 0):
-    """``n`` items (image / text / fused in turn); images are smooth colour fields with blocks and mild noise
-    (compressible like photographs), alternately PNG and JPEG."""
+    """``n`` items (image / text / fused in turn) with :func:`synthetic_image` files, alternately PNG and JPEG."""
     import datasets
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
     rows = {"id": [], "text": [], "image": [], "modality": []}
     for i in range(n):
         modality = ("image", "text", "image,text")[i % 3]
-        caption = f"a {COLOURS[i % 8]} {SHAPES[(i // 8) % 6]} no. {i}"
         path = None
         if "image" in modality:
-            base = rng.uniform(0, 255, (3, 1, 1)) * (0.5 + 0.5 * np.stack([xx, yy, 1 - xx]))
-            img = np.transpose(base, (1, 2, 0)) + rng.normal(0, 8, (side, side, 3))
-            for _ in range(3):
-                x, y, _s = rng.integers(0, side - side // 4, 3)
-                img[y:y + side // 4, x:x + side // 4] = rng.uniform(0, 255, 3)
             path = f"img_{i:05d}.{'png' if i % 2 else 'jpg'}"
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / path, quality=90)
+            Image.fromarray(synthetic_image(rng, side)).save(root / path, quality=90)
         rows["id"].append(f"c:{i}")
-        rows["text"].append(caption if "text" in modality else None)
+        rows["text"].append(caption(i) if "text" in modality else None)
         rows["image"].append(path)
         rows["modality"].append(modality)
     return datasets.Dataset.from_dict(rows)
@@ -84,6 +91,8 @@ def write_pool(root: Path, n: int, side: int, seed: int = 0):
 def ready_batches(dataset, processor, root: Path, batch_size: int) -> list[tuple[str, np.ndarray, dict]]:
     """The batches `encode_dataset` makes (grouped by modality, in order), preprocessed once."""
     from PIL import Image
+
+    from gcl_hf.retrieval.encoding import modality_groups
 
     out = []
     for modality, idx in modality_groups(dataset).items():
@@ -128,6 +137,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 4; quick 2)")
     args = parser.parse_args()
     resolve_threads(args)
+    from gcl_hf.retrieval.encoding import encode_dataset  # imports datasets
+
     processor_probe = tiny_processor()
     tok = processor_probe.tokenizer
     ids = (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)  # the model pools at the tokenizer's EOS

@@ -1,10 +1,11 @@
 """Benchmark `gcl_hf.retrieval.search.exact_topk` (float32 and bf16-rescore) against faiss `IndexFlatIP` and
 the bare chunked matmuls, on the same embeddings, in one process.
 
-Targets (the machine's own bound): exact top-k (float32) <= 1.05x the bare chunked float32 matmuls
-(the same tiles, the same output buffer, the same thread split, no top-k) and <= 0.9x faiss IndexFlatIP
+Targets (the machine's own bound): exact top-k (float32) <= 1.05x the fastest bare chunked float32 matmuls
+(the same tiles, the same output buffer, the same thread split, no top-k; on torch's BLAS and on numpy's,
+and with torch's own threads) and <= 0.9x faiss IndexFlatIP
 in the same run; identical top-k to faiss (a differing row only where the two ids' float64 scores tie to
-1e-5). Also reported: the bf16 first pass with exact rescoring (``precision="bf16-rescore"``) against
+1e-5). The float32 search is also run with each BLAS forced (``GCL_HF_SEARCH_BLAS``). Also reported: the bf16 first pass with exact rescoring (``precision="bf16-rescore"``) against
 faiss and against its own bare bf16 matmuls, and that it returns bit-identical results to float32.
 All contenders run once per round in alternating order (ABBA...); ratios are medians of the per-round
 ratios of wall times. One JSON line goes to ``bench/results.jsonl`` (``--quick``: results-quick.jsonl).
@@ -39,7 +40,15 @@ from common import (
     write_record,
 )
 
-from gcl_hf.retrieval.search import bf16_supported, exact_topk, plan_search
+from gcl_hf.retrieval.search import bf16_supported, exact_topk
+from gcl_hf.retrieval.search.blas import (
+    ENV_VAR,
+    matmul_into,
+    numpy_blas_name,
+    numpy_blas_threads,
+    resolve_backend,
+)
+from gcl_hf.retrieval.search.engine import plan_search
 
 
 def cpu_features() -> dict:
@@ -57,8 +66,23 @@ def cpu_features() -> dict:
         pass
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
               "amx_int8")
+    config = torch.__config__.show()
+    torch_blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
+                      "unknown")
     return {"lscpu_model": model, "flags": [f for f in wanted if f in flags],
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": bf16_supported()}
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": bf16_supported(),
+            "torch_blas": torch_blas, "numpy_blas": numpy_blas_name(), "search_blas": resolve_backend(),
+            "search_blas_env": os.environ.get(ENV_VAR, "")}
+
+
+def _faiss_blas() -> str:
+    """faiss's bundled BLAS and its kernel (threadpoolctl, when installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown"
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas" and "faiss" in i["filepath"]]
+    return ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture')})" for i in libs) or "unknown"
 
 
 def _normalised(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -96,10 +120,12 @@ def _in_threads(threads: int, work) -> None:
 
 @torch.inference_mode()
 def bare_split_matmuls(queries: torch.Tensor, corpus: torch.Tensor, threads: int, chunk_size: int | None,
-                       query_block: int | None, k: int, dtype: torch.dtype = torch.float32) -> None:
+                       query_block: int | None, k: int, dtype: torch.dtype = torch.float32,
+                       blas: str = "torch") -> None:
     """exact_topk's own split on CPU, doing only the matrix products: the corpus chunks shared round-robin
     between Python threads (one torch thread each), every thread multiplying all queries with its chunks in
-    the same tiles into a reused buffer; for bf16 each thread also converts its chunks (as exact_topk does)."""
+    the same tiles into a reused buffer; for bf16 each thread also converts its chunks (as exact_topk does).
+    ``blas``: "torch" or "numpy" (float32 tiles), as the search's matmul backend does it."""
     plan = plan_search(queries.shape[0], "cpu", chunk_size, query_block, k)
     q = queries.to(dtype)
     starts = list(range(0, corpus.shape[0], plan.chunk_size))
@@ -114,9 +140,28 @@ def bare_split_matmuls(queries: torch.Tensor, corpus: torch.Tensor, threads: int
                 chunk = chunk_c[:width].copy_(chunk)
             for qs in range(0, q.shape[0], plan.query_block):
                 qe = min(qs + plan.query_block, q.shape[0])
-                torch.mm(q[qs:qe], chunk.T, out=buffer[: (qe - qs) * width].view(qe - qs, width))
+                matmul_into(q[qs:qe], chunk, buffer[: (qe - qs) * width].view(qe - qs, width), blas)
 
-    _in_threads(threads, run)
+    if blas == "numpy":
+        with numpy_blas_threads(1 if threads > 1 else torch.get_num_threads()):
+            _in_threads(threads, run)
+    else:
+        _in_threads(threads, run)
+
+
+def with_blas(name: str, fn):
+    """``fn`` with the search's float32 matmul backend forced to ``name`` (through its environment variable)."""
+    def run():
+        previous = os.environ.get(ENV_VAR)
+        os.environ[ENV_VAR] = name
+        try:
+            return fn()
+        finally:
+            if previous is None:
+                del os.environ[ENV_VAR]
+            else:
+                os.environ[ENV_VAR] = previous
+    return run
 
 
 def check_identical(q: np.ndarray, c: np.ndarray, ours: np.ndarray, theirs: np.ndarray, tol: float = 1e-5) -> dict:
@@ -151,7 +196,8 @@ def main() -> None:
     import faiss
 
     faiss.omp_set_num_threads(threads)
-    machine.update({"faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()})
+    machine.update({"faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
+                    "faiss_blas": _faiss_blas()})
     rng = np.random.default_rng(0)
     c_np, q_np = _normalised(rng, args.corpus, args.dim), _normalised(rng, args.queries, args.dim)
     c_t, q_t = torch.from_numpy(c_np), torch.from_numpy(q_np)
@@ -170,7 +216,11 @@ def main() -> None:
         "exact_float32": keep("exact_float32", lambda: exact_topk(q_t, c_t, args.k, **kw)),
         "exact_bf16_rescore": keep("exact_bf16_rescore",
                                    lambda: exact_topk(q_t, c_t, args.k, precision="bf16-rescore", **kw)),
+        "exact_float32_torch_blas": with_blas("torch", lambda: exact_topk(q_t, c_t, args.k, **kw)),
+        "exact_float32_numpy_blas": with_blas("numpy", lambda: exact_topk(q_t, c_t, args.k, **kw)),
         "bare_matmuls": lambda: bare_split_matmuls(q_t, c_t, threads, args.chunk_size, args.query_block, args.k),
+        "bare_matmuls_numpy": lambda: bare_split_matmuls(q_t, c_t, threads, args.chunk_size, args.query_block,
+                                                         args.k, blas="numpy"),
         "bare_matmuls_torch_threads": lambda: bare_matmuls(q_t, c_t, plan.chunk_size, plan.query_block),
         "bare_bf16_matmuls": lambda: bare_split_matmuls(q_t, c_t, threads, args.chunk_size, args.query_block, args.k,
                                                         torch.bfloat16),
@@ -179,10 +229,16 @@ def main() -> None:
     timings = interleave(contenders, args.rounds, warmup=1)
     wall, cpu = timings.wall, timings.cpu
     # the stricter float32 baseline: whichever way of doing only the matmuls was faster (by median)
-    bare = min(("bare_matmuls", "bare_matmuls_torch_threads"), key=lambda n: stats(wall[n])["median"])
+    bare = min(("bare_matmuls", "bare_matmuls_numpy", "bare_matmuls_torch_threads"),
+               key=lambda n: stats(wall[n])["median"])
     ratio = {
         "exact_over_bare": paired_ratio(wall["exact_float32"], wall[bare]),
         "exact_over_faiss": paired_ratio(wall["exact_float32"], wall["faiss_flatip"]),
+        "exact_torch_blas_over_faiss": paired_ratio(wall["exact_float32_torch_blas"], wall["faiss_flatip"]),
+        "exact_numpy_blas_over_faiss": paired_ratio(wall["exact_float32_numpy_blas"], wall["faiss_flatip"]),
+        "exact_torch_blas_over_bare": paired_ratio(wall["exact_float32_torch_blas"], wall[bare]),
+        "exact_numpy_blas_over_bare": paired_ratio(wall["exact_float32_numpy_blas"], wall[bare]),
+        "bare_numpy_over_bare_torch": paired_ratio(wall["bare_matmuls_numpy"], wall["bare_matmuls"]),
         "bf16_over_faiss": paired_ratio(wall["exact_bf16_rescore"], wall["faiss_flatip"]),
         "bf16_over_bare_bf16": paired_ratio(wall["exact_bf16_rescore"], wall["bare_bf16_matmuls"]),
         "bf16_over_exact_float32": paired_ratio(wall["exact_bf16_rescore"], wall["exact_float32"]),
@@ -211,7 +267,8 @@ def main() -> None:
               "chunk_size": plan.chunk_size, "query_block": plan.query_block, "rounds": args.rounds,
               "split": "corpus chunks round-robin over the threads, all queries per thread",
               "embeddings": "float32, unit-norm Gaussian (numpy seed 0)",
-              "env": {v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(v)}}
+              "env": {v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE",
+                                                 "OPENBLAS_L2_SIZE", ENV_VAR) if os.environ.get(v)}}
     figures = {"seconds": {name: stats(t) for name, t in wall.items()},
                "cpu_seconds": {name: stats(t) for name, t in cpu.items()}}
     record = make_record("search", quick=args.quick, config=config, figures=figures, ratios=ratios,
@@ -222,9 +279,14 @@ def main() -> None:
     report(record, {
         "cpu": f"{machine['lscpu_model']}; flags {' '.join(machine['flags'])}; torch capability "
                f"{machine['torch_cpu_capability']}; bf16 units {machine['bf16_units']}",
+        "blas": f"torch {machine['torch_blas']}, numpy {machine['numpy_blas']}, faiss {machine['faiss_blas']}; "
+                f"search float32 tiles on {machine['search_blas']} ({ENV_VAR}={machine['search_blas_env'] or 'unset'})",
         "median seconds": ", ".join(f"{n} {s:.3f}" for n, s in med.items()),
         "exact float32 / bare matmuls": f"{ratios['exact_over_bare']:.3f} (baseline {bare})",
-        "exact float32 / faiss": f"{ratios['exact_over_faiss']:.3f}",
+        "exact float32 / faiss": f"{ratios['exact_over_faiss']:.3f} (torch BLAS forced "
+                                 f"{ratios['exact_torch_blas_over_faiss']:.3f}, numpy BLAS forced "
+                                 f"{ratios['exact_numpy_blas_over_faiss']:.3f})",
+        "bare numpy / bare torch matmuls": f"{ratios['bare_numpy_over_bare_torch']:.3f}",
         "bf16-rescore / faiss": f"{ratios['bf16_over_faiss']:.3f}",
         "bf16-rescore / bare bf16 matmuls": f"{ratios['bf16_over_bare_bf16']:.3f}",
         "bare float32 matmuls / faiss": f"{ratios['bare_over_faiss']:.3f}",

@@ -129,12 +129,21 @@ def run_naive(config, bank, data, batch: int, steps: int, warmup: int, device) -
 
 
 def run_trainer(config, bank, data, batch: int, steps: int, warmup: int, device, compile_backend: str | None,
-                out_dir: str) -> tuple[list[float], dict]:
+                out_dir: str, workers: int = 0) -> tuple[list[float], dict]:
+    """`GCLTrainer` with the speed options; step times after ``warmup`` steps. With ``workers`` > 0 the
+    dataloader workers pad the captions and collate row numbers (they must not touch the device); the trainer
+    gathers those rows of the device-resident ``bank`` before the loss."""
     from transformers import CLIPModel, TrainerCallback
 
     from gcl_hf import GCLModel
     from gcl_hf.training.trainer import GCLTrainer
     from gcl_hf.training.arguments import GCLTrainingArguments
+
+    class BankTrainer(GCLTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if workers:  # "pixel_values" holds row numbers of the bank
+                inputs = {**inputs, "pixel_values": bank[inputs["pixel_values"]]}
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -153,13 +162,16 @@ def run_trainer(config, bank, data, batch: int, steps: int, warmup: int, device,
     args = GCLTrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps, learning_rate=1e-5,
         lr_scheduler_type="constant", logging_steps=10_000, save_strategy="no", report_to=[],
-        use_cpu=device.type == "cpu", dataloader_num_workers=0, dataloader_pin_memory=False, seed=0,
+        use_cpu=device.type == "cpu", dataloader_num_workers=workers,
+        dataloader_pin_memory=bool(workers) and device.type == "cuda", seed=0,
         disable_tqdm=True, dataloader_drop_last=True, **speed)
     clock = StepClock()
-    trainer = GCLTrainer(model, args, train_dataset=data, data_collator=BankCollator(bank, config.text_config.pad_token_id),
-                         callbacks=[clock])
+    rows = torch.arange(bank.shape[0]) if workers else bank  # workers collate row numbers (CPU), not pixels
+    trainer = BankTrainer(model, args, train_dataset=data, data_collator=BankCollator(rows, config.text_config.pad_token_id),
+                          callbacks=[clock])
     trainer.train()
     ends = clock.ends
+    speed["dataloader_num_workers"] = workers
     return [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])], speed
 
 

@@ -21,16 +21,20 @@ PAPER_RESULTS_FILE = HERE / "paper_results.json"
 
 @dataclass(frozen=True)
 class Backbone:
-    """A CLIP-like checkpoint to fine-tune: a table label and a Hub id or local directory."""
+    """A checkpoint to fine-tune: a table label, a Hub id or local directory, and its fusion (``None``: what the
+    backbone implies: ``"backbone"`` for VISTA's own fused encoder, else ``"sum"``)."""
 
     label: str
     name_or_path: str
+    fusion: str | None = None
 
 
-#: The paper's two score-fusion backbones (CLIP-SF = CLIP ViT-B/32 with UniIR's score fusion, and TinyCLIP).
+#: The paper's backbones: two with score fusion (CLIP-SF = CLIP ViT-B/32 with UniIR's score fusion, and
+#: TinyCLIP) and VISTA (its own fused encoder), from the directory ``gcl-hf convert-vista`` writes (README.md).
 PAPER_BACKBONES = (
-    Backbone("CLIP-SF", "openai/clip-vit-base-patch32"),
-    Backbone("TinyCLIP-SF", "wkcn/TinyCLIP-ViT-8M-16-Text-3M-YFCC15M"),
+    Backbone("CLIP-SF", "openai/clip-vit-base-patch32", fusion="sum"),
+    Backbone("TinyCLIP-SF", "wkcn/TinyCLIP-ViT-8M-16-Text-3M-YFCC15M", fusion="sum"),
+    Backbone("VISTA", "vista-base"),
 )
 
 

@@ -126,6 +126,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReproConfig, tuple[str, .
             p.error("run the eval stage in one process (train with torchrun --stages train, then --stages eval report)")
     if train.global_batch_size % _world_size():
         p.error(f"--global-batch-size {train.global_batch_size} is not a multiple of {_world_size()} processes")
+    if {"train", "eval"} & set(args.stages):
+        for b in backbones:  # a local directory that is not there (a Hub id has an owner/ prefix)
+            if "/" not in b.name_or_path and not Path(b.name_or_path).is_dir():
+                p.error(f"--model {b.label}: {b.name_or_path} is not a directory (VISTA: convert the released "
+                        "checkpoint first, `gcl-hf convert-vista --checkpoint Visualized_base_en_v1.5.pth "
+                        f"--text-model BAAI/bge-base-en-v1.5 --output {b.name_or_path}`)")
     return ReproConfig(backbones=backbones, paths=paths, train=train, eval=evals, smoke=args.smoke), \
         tuple(args.stages), args.overwrite
 
@@ -184,7 +190,7 @@ def train_arm(cfg: ReproConfig, backbone: Backbone, arm: Arm) -> dict[str, Any]:
     t = cfg.train
     out = model_dir(cfg, backbone, arm)
     processor = AutoProcessor.from_pretrained(backbone.name_or_path)
-    model = GCLModel.from_backbone(backbone.name_or_path, fusion="sum", pairs=[list(p) for p in arm.pairs],
+    model = GCLModel.from_backbone(backbone.name_or_path, fusion=backbone.fusion, pairs=[list(p) for p in arm.pairs],
                                    negatives=arm.negatives)
     before = {k: v.detach().float().cpu().clone() for k, v in model.backbone.state_dict().items()}
     scale_before = float(model.logit_scale().detach())
@@ -215,7 +221,7 @@ def train_arm(cfg: ReproConfig, backbone: Backbone, arm: Arm) -> dict[str, Any]:
         trained = trainer.model.merge_lora()
         summary = {
             "backbone": backbone.name_or_path, "arm": arm.name,
-            "pairs": [list(p) for p in arm.pairs], "negatives": arm.negatives, "fusion": "sum",
+            "pairs": [list(p) for p in arm.pairs], "negatives": arm.negatives, "fusion": model.config.fusion,
             "steps": trainer.state.global_step, "train_pairs": len(pairs),
             "global_batch_size": t.global_batch_size, "processes": _world_size(),
             "train_loss": result.metrics.get("train_loss"), "runtime_s": round(time.perf_counter() - started, 1),
@@ -281,14 +287,14 @@ def headline(key: str, tasks: list[Any], results: dict[str, dict[str, float]]) -
 
 
 def load_model(cfg: ReproConfig, backbone: Backbone, arm: Arm) -> tuple[Any, Any, str]:
-    """The model of one row (pre-trained: the backbone wrapped with score fusion) and its processor."""
+    """The model of one row (pre-trained: the backbone wrapped with its fusion) and its processor."""
     from transformers import AutoProcessor
 
     from gcl_hf import GCLModel
 
     if arm.pairs is None:
         source = backbone.name_or_path
-        model = GCLModel.from_backbone(source, fusion="sum")
+        model = GCLModel.from_backbone(source, fusion=backbone.fusion)
     else:
         source = str(model_dir(cfg, backbone, arm))
         if not (Path(source) / "train_summary.json").is_file():

@@ -1,6 +1,7 @@
 """gcl-hf: Generalized Contrastive Learning for universal multimodal retrieval on transformers.
 
-``import gcl_hf`` registers ``GCLConfig``/``GCLModel`` with ``AutoConfig``/``AutoModel``. The heavier
+``import gcl_hf`` registers ``GCLConfig``/``GCLModel`` with ``AutoConfig``/``AutoModel`` (and the VISTA backbone,
+``model_type="vista"``, with the auto classes of config, model, image processor and processor). The heavier
 parts (trainer, data, evaluation) load on first use.
 
 The `gcl-hf` command line (the console script, ``python -m gcl_hf.cli``) imports this package without the
@@ -15,18 +16,31 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+import gcl_hf._moved  # noqa: F401 - an import of a moved module names its new path
+
 __version__ = "0.1.0"
 
 
 def register_auto_classes() -> None:
-    """Register ``GCLConfig`` / ``GCLModel`` with transformers' ``AutoConfig`` / ``AutoModel`` (idempotent)."""
+    """Register ``GCLConfig`` / ``GCLModel`` with transformers' ``AutoConfig`` / ``AutoModel``, the VISTA backbone
+    with the auto classes, and wire ``GCLModel.push_to_hub``'s publisher (once per process)."""
+    global _registered
+    if _registered:
+        return
     from transformers import AutoConfig, AutoModel
 
     from gcl_hf.modeling.configuration import GCLConfig
     from gcl_hf.modeling.model import GCLModel
+    from gcl_hf.modeling.vista import register as register_vista
 
     AutoConfig.register(GCLConfig.model_type, GCLConfig, exist_ok=True)
     AutoModel.register(GCLConfig, GCLModel, exist_ok=True)
+    GCLModel.publisher = staticmethod(_publish)
+    register_vista()
+    _registered = True
+
+
+_registered = False
 
 
 def _started_by_cli() -> bool:
@@ -35,6 +49,13 @@ def _started_by_cli() -> bool:
     orig = getattr(sys, "orig_argv", [])
     return script in ("gcl-hf", "gcl-hf.exe") or any(
         a == "-m" and b in ("gcl_hf.cli", "gcl_hf.cli.main") for a, b in zip(orig, orig[1:]))
+
+
+def _publish(*args: Any, **kwargs: Any) -> Any:
+    """`GCLModel.push_to_hub`'s publisher, wired here (the package root) so that modeling never imports hub."""
+    from gcl_hf.hub.publish import publish
+
+    return publish(*args, **kwargs)
 
 
 #: public name -> module that defines it (imported lazily)
@@ -58,6 +79,10 @@ _LAZY = {
     "modality_gap": "gcl_hf.retrieval.analysis",
     "RetrievalTask": "gcl_hf.benchmarks.task",
     "load_benchmark": "gcl_hf.benchmarks.registry",
+    "VistaConfig": "gcl_hf.modeling.vista",
+    "VistaModel": "gcl_hf.modeling.vista",
+    "VistaProcessor": "gcl_hf.modeling.vista",
+    "convert_vista": "gcl_hf.modeling.vista.convert",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

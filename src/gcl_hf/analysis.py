@@ -1,4 +1,7 @@
-"""Stable import path of the modality-gap analysis; the implementation lives in :mod:`gcl_hf.retrieval.analysis`."""
+"""Stable import path of the modality-gap analysis (the spec's module name); the implementation lives in :mod:`gcl_hf.retrieval.analysis`.
 
-from gcl_hf.retrieval.analysis import *  # noqa: F401,F403
-from gcl_hf.retrieval.analysis import __all__  # noqa: F401
+It re-exports exactly the documented names, nothing internal."""
+
+from gcl_hf.retrieval.analysis import modality_gap, plot_modality_embeddings
+
+__all__ = ["modality_gap", "plot_modality_embeddings"]

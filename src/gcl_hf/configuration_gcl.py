@@ -1,4 +1,7 @@
-"""Stable import path of GCLConfig; the implementation lives in :mod:`gcl_hf.modeling.configuration`."""
+"""Stable import path of GCLConfig (the spec's module name); the implementation lives in :mod:`gcl_hf.modeling.configuration`.
 
-from gcl_hf.modeling.configuration import *  # noqa: F401,F403
-from gcl_hf.modeling.configuration import __all__  # noqa: F401
+It re-exports exactly the documented names, nothing internal."""
+
+from gcl_hf.modeling.configuration import GCLConfig
+
+__all__ = ["GCLConfig"]

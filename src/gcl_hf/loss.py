@@ -1,4 +1,7 @@
-"""Stable import path of the GCL loss; the implementation lives in :mod:`gcl_hf.losses.gcl`."""
+"""Stable import path of the GCL loss (the spec's module name); the implementation lives in :mod:`gcl_hf.losses.gcl`.
 
-from gcl_hf.losses.gcl import *  # noqa: F401,F403
-from gcl_hf.losses.gcl import __all__  # noqa: F401
+It re-exports exactly the documented names, nothing internal."""
+
+from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss
+
+__all__ = ["ALL_PAIRS", "CLIP_PAIRS", "gcl_loss"]

@@ -1,4 +1,7 @@
-"""Stable import path of GCLModel; the implementation lives in :mod:`gcl_hf.modeling.model`."""
+"""Stable import path of GCLModel (the spec's module name); the implementation lives in :mod:`gcl_hf.modeling.model`.
 
-from gcl_hf.modeling.model import *  # noqa: F401,F403
-from gcl_hf.modeling.model import __all__  # noqa: F401
+It re-exports exactly the documented names, nothing internal."""
+
+from gcl_hf.modeling.model import GCLModel, GCLOutput
+
+__all__ = ["GCLModel", "GCLOutput"]

@@ -1,4 +1,7 @@
-"""Stable import path of GCLTrainer; the implementation lives in :mod:`gcl_hf.training.trainer`."""
+"""Stable import path of GCLTrainer (the spec's module name); the implementation lives in :mod:`gcl_hf.training.trainer`.
 
-from gcl_hf.training.trainer import *  # noqa: F401,F403
-from gcl_hf.training.trainer import __all__  # noqa: F401
+It re-exports exactly the documented names, nothing internal."""
+
+from gcl_hf.training.trainer import GCLTrainer, NonFiniteGradientError, NonFiniteLossError
+
+__all__ = ["GCLTrainer", "NonFiniteGradientError", "NonFiniteLossError"]

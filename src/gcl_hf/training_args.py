@@ -1,4 +1,7 @@
-"""Stable import path of GCLTrainingArguments; the implementation lives in :mod:`gcl_hf.training.arguments`."""
+"""Stable import path of GCLTrainingArguments (the spec's module name); the implementation lives in :mod:`gcl_hf.training.arguments`.
 
-from gcl_hf.training.arguments import *  # noqa: F401,F403
-from gcl_hf.training.arguments import __all__  # noqa: F401
+It re-exports exactly the documented names, nothing internal."""
+
+from gcl_hf.training.arguments import GCLTrainingArguments
+
+__all__ = ["GCLTrainingArguments"]

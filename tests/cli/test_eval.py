@@ -161,3 +161,19 @@ def test_table_not_truncated_in_a_narrow_pipe(setup, tmp_path):
         assert len(line.split()) == 4 + 5
     payload = json.loads((tmp_path / "e.json").read_text())
     assert f"{100 * payload['average']['headline']:.2f}" in proc.stdout.splitlines()[-2]
+
+
+def test_save_rankings_says_which_files_are_current_and_drops_an_older_runs(setup, tmp_path):
+    """A second run into one --save-rankings folder used to leave the first run's files beside its own."""
+    root, _, _ = setup
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    (ranks / "mine.txt").write_text("the user's")
+    _eval(root, "mmeb", "--save-rankings", str(ranks), "--option", 'subsets=["MSCOCO_i2t", "CIRR"]')
+    first = json.loads((ranks / "rankings.json").read_text())["tasks"]
+    assert len(first) == 2
+    _eval(root, "mmeb", "--save-rankings", str(ranks), "--option", 'subsets=["CIRR"]', "--run-name", "second")
+    manifest = json.loads((ranks / "rankings.json").read_text())
+    assert manifest["run_name"] == "second" and len(manifest["tasks"]) == 1
+    (files,) = manifest["tasks"].values()
+    assert sorted(p.name for p in ranks.iterdir()) == sorted([*files.values(), "mine.txt", "rankings.json"])

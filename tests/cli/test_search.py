@@ -83,3 +83,86 @@ def test_search_refuses_another_model(encoded, tmp_path, capsys):
     assert len(err) == 1 and "encoded with another model" in err[0]
     assert cli.main(["search", "--index", str(index_dir), "--image", str(tmp_path / "missing.png")]) == 1
     assert "--image: file not found" in capsys.readouterr().err
+
+
+def test_a_replaced_image_is_re_encoded_and_search_serves_its_new_vector(tmp_path, capsys):
+    """``gcl-hf encode`` used to key images by path: a picture replaced under its name stayed "all cached"."""
+    from PIL import Image
+
+    model = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
+    model.save_pretrained(tmp_path / "model")
+    tiny_processor().save_pretrained(tmp_path / "model")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("red", "blue", "green"):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(docs / f"{name}.png")
+    argv = ["encode", "--model", str(tmp_path / "model"), "--pool", str(docs), "--cache-dir", str(tmp_path / "emb"),
+            "--quiet", "--shard-size", "1"]
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    assert cli.main(argv) == 0 and "all cached" in capsys.readouterr().out
+    Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(docs / "red.png")  # another picture
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "encoded 1 rows" in out  # only the changed file's shard
+    index_dir = first.split("query it with gcl-hf search --index ")[1].split(")")[0]
+    assert index_dir in out  # the same index directory, now up to date
+    lines = _search(capsys, "--index", index_dir, "--image", str(docs / "red.png"), "-k", "1")
+    assert lines[0][2] == "red" and float(lines[0][1]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_control_characters_in_documents_are_escaped_when_printed(tmp_path, capsys):
+    model = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
+    model.save_pretrained(tmp_path / "model")
+    tiny_processor().save_pretrained(tmp_path / "model")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "evil.txt").write_text("red \x1b]0;pwned\x07 boat \x1b[2J")
+    (docs / "plain.txt").write_text("a blue door")
+    assert cli.main(["encode", "--model", str(tmp_path / "model"), "--pool", str(docs), "--cache-dir",
+                     str(tmp_path / "emb"), "--quiet"]) == 0
+    index_dir = capsys.readouterr().out.split("query it with gcl-hf search --index ")[1].split(")")[0]
+    assert cli.main(["search", "--index", index_dir, "--text", "red boat", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "red \\x1b]0;pwned\\x07 boat \\x1b[2J" in out
+
+
+def _one_error_line(capsys, prog: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"{prog}: error: ")
+    return lines[0]
+
+
+def test_known_failures_of_encode_and_search_are_one_line(encoded, tmp_path, capsys):
+    root = encoded[0]
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(tmp_path / "empty.jsonl"),
+                     "--cache-dir", str(tmp_path / "c")]) == 1
+    assert "empty.jsonl: the pool file is empty (no rows)" in _one_error_line(capsys, "gcl-hf encode")
+    (tmp_path / "dup.jsonl").write_text('{"id": "a", "modality": "text", "text": "x"}\n'
+                                        '{"id": "a", "modality": "text", "text": "y"}\n')
+    assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(tmp_path / "dup.jsonl"),
+                     "--cache-dir", str(tmp_path / "c")]) == 1
+    assert "dup.jsonl: rows 0 and 1 have the same id 'a'" in _one_error_line(capsys, "gcl-hf encode")
+    bad = tmp_path / "latin1"
+    bad.mkdir()
+    (bad / "a.txt").write_bytes(b"caf\xe9")
+    assert cli.main(["encode", "--model", str(root / "model"), "--pool", str(bad), "--cache-dir",
+                     str(tmp_path / "c")]) == 1
+    assert "latin1/a.txt: not valid UTF-8: byte 0xe9 at byte offset 3" in _one_error_line(capsys, "gcl-hf encode")
+    index_dir = _index_dir(root, capsys)
+    copy = tmp_path / "idx"
+    import shutil
+
+    shutil.copytree(index_dir, copy)
+    info = json.loads((copy / "gcl_index.json").read_text())
+    for content, expected in ((json.dumps({k: v for k, v in info.items() if k != "dim"}), "missing field 'dim'"),
+                              ("[]", "expected a JSON object, got a list"), ("{", "unreadable (JSONDecodeError")):
+        (copy / "gcl_index.json").write_text(content)
+        assert cli.main(["search", "--index", str(copy), "--text", "boat"]) == 1
+        line = _one_error_line(capsys, "gcl-hf search")
+        assert f"{copy / 'gcl_index.json'}: {expected}" in line

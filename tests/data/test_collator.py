@@ -118,6 +118,26 @@ def test_siglip_defaults_to_max_length_padding():
     assert GCLCollator.for_model(tiny_siglip(), make_processor()).padding == "max_length"
 
 
+def test_a_gcl_models_family_sets_padding_and_length():
+    """SigLIP 2 was trained on captions padded to 64 tokens: a GCLModel brings that length even when its tokenizer
+    declares no limit and its tower has more positions (the collator used to pad to the positions, 128)."""
+    from transformers import Siglip2Config, Siglip2Model
+
+    from gcl_hf import GCLModel
+
+    processor = make_processor()
+    processor.tokenizer.model_max_length = int(1e30)
+    text = dict(vocab_size=len(processor.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=128)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=16)
+    model = GCLModel.from_backbone(Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)))
+    collator = GCLCollator.for_model(model, processor)  # a CLIP processor: the model's family decides
+    assert (collator.max_length, collator.padding) == (64, "max_length")
+    assert GCLCollator.for_model(model, processor, max_length=100).max_length == 100  # explicit wins
+    clip = GCLCollator.for_model(GCLModel.from_backbone(tiny_clip(max_length=16)), processor)
+    assert (clip.max_length, clip.padding) == (16, "longest")
+
+
 def test_every_image_kind_gives_the_same_pixels(tiny_processor, png, tmp_path):
     collator = GCLCollator(tiny_processor, image_root=tmp_path)
     reference = collator(_records(Image.fromarray(PIXELS), ["x"]))["pixel_values"]
@@ -236,3 +256,12 @@ def test_open_image_array_checks():
                         (b"", "empty image bytes"), ({"path": None}, "neither")]:
         with pytest.raises(ImageLoadError, match=reason):
             open_image(bad, row=0, column="image")
+
+
+def test_collator_tokenizes_a_literal_special_token_as_text(png):
+    processor = make_processor()
+    collator = GCLCollator.for_model(tiny_clip(), processor)
+    batch = collator([{"image": str(png), "text": "a <|endoftext|> red cube"}])
+    eos = processor.tokenizer.eos_token_id
+    ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    assert ids.count(eos) == 1 and ids[-1] == eos  # only the tokenizer's own end token

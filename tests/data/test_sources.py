@@ -190,3 +190,13 @@ def test_csv_field_over_the_csv_module_limit_names_the_line(tmp_path):
 def test_unreadable_parquet_names_the_file(tmp_path, body):
     with pytest.raises(DataFormatError, match=r"bad\.parquet: not a readable parquet file"):
         load_image_text_pairs(_write(tmp_path / "bad.parquet", body))
+
+
+def test_csv_caption_with_an_unquoted_comma_is_an_error_not_its_first_part(tmp_path):
+    """``x.png,a cat, sitting`` used to train on the caption "a cat"."""
+    path = _write(tmp_path / "pairs.csv", b"image,text\na.png,a dog\nb.png,a cat, sitting on a mat\n")
+    with pytest.raises(DataFormatError, match=r"pairs\.csv: line 3: 3 fields for the 2 columns of the header \(a field "
+                                              r"with an unquoted comma"):
+        load_image_text_pairs(path)
+    kept = load_image_text_pairs(path, errors="skip")
+    assert kept["text"] == ["a dog"]

@@ -57,6 +57,13 @@ def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
     tiny_clip(seed=0).save_pretrained(root / "tiny-clip")
     tiny_processor().save_pretrained(root / "tiny-clip")
+    from gcl_hf.modeling.vista.testing import tiny_vista, tiny_vista_processor
+
+    vista = tiny_vista(seed=0)
+    vista.save_pretrained(root / "tiny-vista")
+    vista_processor = tiny_vista_processor()
+    vista_processor.tokenizer.model_max_length = vista.config.max_fused_text_length  # as convert-vista sets it
+    vista_processor.save_pretrained(root / "tiny-vista")
     train_data = _write_llava(root / "LLaVA-Pretrain")
     mbeir = write_mbeir(root / "M-BEIR")
     write_mmeb(root / "MMEB-eval", subsets=MMEB_SUBSETS)
@@ -65,6 +72,7 @@ def smoke_run(tmp_path_factory):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2", TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, str(SCRIPT), "--smoke", "--model", f"tiny={root / 'tiny-clip'}",
+           "--model", f"tiny-vista={root / 'tiny-vista'}",
            "--train-data", str(train_data), "--image-root", str(root / "LLaVA-Pretrain" / "images"),
            "--mbeir-root", str(root / "M-BEIR"), "--mmeb-root", str(root / "MMEB-eval"),
            "--mmeb-subsets", *MMEB_SUBSETS, "--covr-root", str(root / "WebVid-CoVR"), "--output-dir", str(out)]
@@ -77,7 +85,7 @@ def smoke_run(tmp_path_factory):
 def test_every_arm_is_scored_on_every_benchmark(smoke_run):
     models = smoke_run.results["models"]
     assert smoke_run.results["mode"] == "smoke"
-    assert set(models) == {"tiny/pretrained", "tiny/cl", "tiny/gcl"}
+    assert set(models) == {f"{m}/{arm}" for m in ("tiny", "tiny-vista") for arm in ("pretrained", "cl", "gcl")}
     n_tasks = {"mbeir_local": len(smoke_run.mbeir["tasks"]), "mbeir_global": len(smoke_run.mbeir["tasks"]),
                "mmeb": len(MMEB_SUBSETS), "covr": 1}
     for key, entry in models.items():
@@ -103,6 +111,10 @@ def test_cl_and_gcl_train_the_same_way_with_their_own_loss(smoke_run):
         assert summary["steps"] == 3 and summary["global_batch_size"] == 4 and summary["fusion"] == "sum"
         assert summary["relative_weight_change"] > 1e-4
     assert cl["train_loss"] != pytest.approx(gcl["train_loss"])
+    vista = [smoke_run.results["models"][f"tiny-vista/{arm}"]["training"] for arm in ("cl", "gcl")]
+    for summary in vista:  # VISTA embeds fused items with its own encoder
+        assert summary["fusion"] == "backbone" and summary["steps"] == 3 and summary["relative_weight_change"] > 1e-4
+    assert vista[0]["negatives"] == "modality" and vista[1]["negatives"] == "all"
 
 
 def test_fine_tuned_models_differ_from_the_pretrained_one(smoke_run):
@@ -125,7 +137,7 @@ def test_table_puts_the_paper_beside_each_number(smoke_run):
     assert table in smoke_run.stdout
     for label in ("M-BEIR local", "M-BEIR global + instr.", "MMEB retrieval", "CoVR"):
         assert f"{label} (ours) | {label} (paper)" in table
-    rows = [line for line in table.splitlines() if line.startswith("| tiny")]
+    rows = [line for line in table.splitlines() if line.startswith("| tiny ")]
     assert [r.split(" | ")[0] for r in rows] == ["| tiny pre-trained", "| tiny +CL", "| tiny +GCL",
                                                   "| tiny Δ (+GCL − +CL)"]
     for row in rows:
@@ -137,14 +149,16 @@ def test_table_puts_the_paper_beside_each_number(smoke_run):
 
 def test_paper_numbers_carry_their_source():
     data = json.loads((EXAMPLE / "paper_results.json").read_text())["results"]
-    assert set(data) == {"CLIP-SF", "TinyCLIP-SF"}
+    assert set(data) == {"CLIP-SF", "TinyCLIP-SF", "VISTA"}
     for backbone, arms in data.items():
         assert set(arms) == {"pretrained", "cl", "gcl"}
         for arm, cells in arms.items():
             assert set(cells) == set(BENCHMARKS)
             for cell in cells.values():
                 if cell is not None:  # a number only with the paper's table and row
-                    assert isinstance(cell["value"], (int, float)) and "Table" in cell["source"], (backbone, arm)
+                    assert isinstance(cell["value"], (int, float)) and "arXiv 2509.25638" in cell["source"] and (
+                        "Table" in cell["source"] or "as quoted in gcl-hf issue 21" in cell["source"]), (backbone, arm)
+    assert data["VISTA"]["gcl"]["mbeir_global"]["value"] == 34.06
 
 
 def test_arguments_fail_early_and_say_what_is_missing(tmp_path, capsys):
@@ -156,7 +170,11 @@ def test_arguments_fail_early_and_say_what_is_missing(tmp_path, capsys):
         script.parse_args(["--model", "m", "--train-data", "x.json", "--mbeir-root", "m", "--mmeb-root", "e"])
     assert "benchmark covr needs --covr-root" in capsys.readouterr().err
     cfg, stages, _ = script.parse_args(["--stages", "report", "--output-dir", str(tmp_path)])
-    assert stages == ("report",) and [b.label for b in cfg.backbones] == ["CLIP-SF", "TinyCLIP-SF"]
+    assert stages == ("report",) and [b.label for b in cfg.backbones] == ["CLIP-SF", "TinyCLIP-SF", "VISTA"]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--stages", "eval", "--mbeir-root", "m", "--mmeb-root", "e", "--covr-root", "c",
+                           "--output-dir", str(tmp_path)])
+    assert "--model VISTA: vista-base is not a directory" in capsys.readouterr().err
     assert cfg.train.global_batch_size == 630 and cfg.train.learning_rate == 1e-5 and cfg.train.lora_r is None
 
 

@@ -140,3 +140,11 @@ def test_rows_become_items_and_empty_rows_are_named():
     assert batch_items(batch) == [{"image": image, "text": "x"}, {"image": image}, {"text": "y"}]
     with pytest.raises(ValueError, match="WebQAT2ITRetrieval: row 12 has neither an image nor a text"):
         batch_items({"image": [None], "text": [" "]}, offset=12, task="WebQAT2ITRetrieval")
+
+
+def test_rows_without_image_or_text_columns_are_an_error_not_zero_rows():
+    """A batch holding neither an ``image`` nor a ``text`` column used to give 0 embeddings for its rows."""
+    with pytest.raises(ValueError, match=r"Task: rows 4-6 have no 'image' or 'text' column \(columns \['caption', "
+                                         r"'id'\]\)"):
+        batch_items({"id": ["a", "b", "c"], "caption": ["x", "y", "z"]}, offset=4, task="Task")
+    assert batch_items({}) == []

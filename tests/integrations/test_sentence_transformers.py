@@ -133,3 +133,17 @@ def test_the_card_snippets_run(tmp_path, monkeypatch, form):
         load_block = next(b for b in blocks if "AutoModel.from_pretrained(" in b)
         exec(compile(load_block, "card", "exec"), scope)  # noqa: S102
         np.testing.assert_allclose(scope["embeddings"][2], model.encode([item])[0], atol=ATOL, rtol=0)
+
+
+def test_saving_without_a_processor_warns_that_st_could_not_tokenize(tmp_path, caplog):
+    """A model saved without its processor used to load in sentence-transformers through an empty vocabulary."""
+    import logging
+
+    model = GCLModel.from_backbone(tiny_clip()).eval()  # no processor attached
+    with caplog.at_level(logging.WARNING, logger="gcl_hf.modeling.st_format"):
+        model.save_pretrained(tmp_path / "bare")
+    assert "bare: saved without a tokenizer (no tokenizer.json, vocab.json, vocab.txt)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gcl_hf.modeling.st_format"):
+        _model().save_pretrained(tmp_path / "full")  # processor attached: saved beside, no warning
+    assert "saved without a tokenizer" not in caplog.text

@@ -170,3 +170,13 @@ def test_bad_items_name_their_index(tmp_path):
     broken.write_bytes(b"not an image")
     with pytest.raises(ImageLoadError, match=r"inputs\[1\], path '.*broken\.png'"):
         model.encode([(ok, "x"), (Path(broken), "y")], processor=processor)
+
+
+def test_a_literal_special_token_in_a_text_does_not_end_it():
+    """A literal ``<|endoftext|>`` in a text used to be read as the end token: CLIP pools there, so what followed
+    was dropped and "… red" and "… blue" got one vector."""
+    model = GCLModel.from_backbone(tiny_clip()).eval()
+    processor = tiny_processor()
+    red, blue = model.encode(["a <|endoftext|> red square", "a <|endoftext|> blue square"], processor=processor)
+    assert not np.allclose(red, blue, atol=1e-4)
+    assert processor.tokenizer.split_special_tokens is False  # the user's tokenizer is left as it was

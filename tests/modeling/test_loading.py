@@ -49,3 +49,33 @@ def test_remote_code_is_never_run_nor_asked_for(tmp_path):
     assert type(model).__name__ == "CLIPModel" and not marker.exists()
     with pytest.raises(ValueError, match="never loads remote code"):
         safe_loading_kwargs({"trust_remote_code": True})
+
+
+def test_custom_code_only_checkpoint_is_refused_without_suggesting_trust_remote_code(tmp_path):
+    """The refusal used to be transformers' own, suggesting ``trust_remote_code=True`` (which gcl-hf never takes)."""
+    from gcl_hf.modeling.loading import RemoteCodeError
+
+    tiny_clip().save_pretrained(tmp_path)
+    (tmp_path / "evil.py").write_text("from transformers import CLIPModel as EvilModel\n")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(model_type="evil-clip", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RemoteCodeError, match="exist only as custom code.*gcl-hf never runs") as err:
+        load_backbone(str(tmp_path))
+    assert "trust_remote_code" not in str(err.value)
+
+
+def test_a_processor_without_tokenizer_files_is_refused_naming_the_directory(tmp_path):
+    """A backbone directory without tokenizer files used to load an empty vocabulary: every text of one length
+    got the same vector."""
+    from gcl_hf.modeling.loading import IncompleteModelError, load_processor
+    from gcl_hf.testing import tiny_processor
+
+    tiny_clip().save_pretrained(tmp_path)  # a backbone directory: config.json names the tokenizer class
+    tiny_processor().save_pretrained(tmp_path)
+    assert load_processor(tmp_path).tokenizer("a photo")["input_ids"]  # complete: loads
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(IncompleteModelError, match=rf"{tmp_path}: the processor cannot tokenize: its tokenizer has "
+                                                   r"\d+ tokens, all special \(no tokenizer\.json"):
+        load_processor(tmp_path)

@@ -210,3 +210,27 @@ def test_one_process_without_a_launcher():
 
     assert process_info() == ProcessInfo(0, 1, 0) and process_info().is_main
     assert process_device("cpu", local_rank=1) == torch.device("cpu")
+
+
+def test_shards_cover_every_row_once_and_one_process_encodes_all(setup):
+    from transformers import AutoProcessor
+
+    from gcl_hf.retrieval.distributed_encoding import encode_dataset_sharded, shard_rows
+
+    for rows, world in ((11, 2), (3, 4), (0, 2), (24, 3)):
+        shards = [shard_rows(rows, r, world) for r in range(world)]
+        assert [i for s in shards for i in s] == list(range(rows))
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    dataset = load_pool_file(setup["pool"], cache_dir=setup["base"] / "data_cache")
+    alone = encode_dataset_sharded(hub.load(setup["model"]), AutoProcessor.from_pretrained(setup["model"]), dataset,
+                                   batch_size=BATCH_SIZE, image_root=str(setup["pool"].parent), show_progress=False)
+    assert alone.encoded_rows == [len(dataset)]
+    np.testing.assert_allclose(alone.embeddings.numpy(), setup["reference"], rtol=TOL, atol=TOL)
+
+
+def test_two_processes_shard_in_memory_encoding_and_both_get_every_row(setup, two_processes):
+    for rank in range(2):
+        got = np.load(two_processes / f"sharded_rank{rank}.npy")
+        meta = json.loads((two_processes / f"sharded_rank{rank}.json").read_text())
+        assert meta["encoded_rows"] == [12, 12]  # 24 rows: rank 0 the first 12, rank 1 the rest
+        np.testing.assert_allclose(got, setup["reference"], rtol=TOL, atol=TOL)

@@ -247,3 +247,23 @@ def test_the_key_does_not_change_when_the_processor_is_used(model, corpus):
     before = cache_key(model, fresh, corpus)
     fresh(text=["a red thing"], padding="max_length", truncation=True, max_length=7, return_tensors="pt")
     assert cache_key(model, fresh, corpus) == before
+
+
+def test_a_replaced_image_file_re_encodes_only_its_shard(model, tmp_path):
+    """Image *paths* used to be the key: a picture replaced under its name was served from the cache."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    pool = datasets.Dataset.from_list([{"id": f"p{i}", "text": None, "image": f"{i}.png", "modality": "image"}
+                                       for i in range(6)])
+    kwargs = dict(cache_dir=tmp_path / "cache", image_root=str(tmp_path), shard_size=2, show_progress=False)
+    first = encode_corpus(model, tiny_processor(), pool, **kwargs)
+    assert first.encoded_rows == 6 and encode_corpus(model, tiny_processor(), pool, **kwargs).encoded_rows == 0
+    Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "3.png")
+    again = encode_corpus(model, tiny_processor(), pool, **kwargs)
+    assert again.directory == first.directory and again.encoded_rows == 2  # rows 2-3: the shard of 3.png
+    fresh = encode_dataset(model, tiny_processor(), pool, image_root=str(tmp_path), show_progress=False)
+    np.testing.assert_allclose(again.to_numpy(), fresh.numpy(), atol=1e-6)
+    assert not np.allclose(again.to_numpy()[3], first.to_numpy()[3], atol=1e-3)

@@ -173,14 +173,9 @@ def test_candidates_ties_keep_list_order(processor, image_root):
             super().__init__()
             self.w = torch.nn.Parameter(torch.ones(1, 4) / 2)
 
-        def encode_image(self, pixel_values):
-            return self.w.expand(len(pixel_values), 4)
-
-        def encode_text(self, input_ids, attention_mask=None):
-            return self.w.expand(len(input_ids), 4)
-
-        def encode_fused(self, pixel_values, input_ids, attention_mask=None):
-            return self.w.expand(len(input_ids), 4)
+        def embed(self, inputs, modality, normalize=True):  # the per-batch step encoding paths call
+            key = "pixel_values" if modality == "image" else "input_ids"
+            return self.w.expand(len(inputs[key]), 4)
 
     cands = {q: ["c5", "c1", "c3"] for q in ("q0", "q1", "q2", "q3", "q4", "q5")}
     task = _task(image_root, metric="precision_at_1", candidates=cands)

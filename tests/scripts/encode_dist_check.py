@@ -7,7 +7,8 @@ Three steps, in the same processes:
 
 1. the library: :func:`gcl_hf.retrieval.distributed_encoding.encode_corpus_distributed` into ``OUT/cache_lib``;
    each rank writes ``OUT/lib_rank{r}.json`` (its summary, world size, and a digest of the full
-   embeddings it sees after the barrier);
+   embeddings it sees after the barrier); then the in-memory
+   :func:`~gcl_hf.retrieval.distributed_encoding.encode_dataset_sharded` (``OUT/sharded_rank{r}.npy`` / ``.json``);
 2. the command line: ``gcl_hf.cli.encode.main`` into ``OUT/cache_cli`` (summary ``OUT/cli.json``);
 3. a disagreement: the last rank drops a row of the pool; every rank must raise (``OUT/mismatch_rank{r}.txt``).
 """
@@ -35,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
     import datasets
+    import numpy as np
     from transformers import AutoProcessor
 
     from gcl_hf import hub
     from gcl_hf.cli.encode import load_pool_file
     from gcl_hf.cli.encode import main as cli_main
-    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed, init_distributed, main_process_first
+    from gcl_hf.retrieval.distributed_encoding import (encode_corpus_distributed, encode_dataset_sharded,
+                                                       init_distributed, main_process_first)
 
     datasets.disable_progress_bars()
     info = init_distributed()
@@ -59,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     record = dict(run.summary(), rank=info.rank, world_size=info.world_size,
                   digest=hashlib.sha256(full.tobytes()).hexdigest(), shape=list(full.shape))
     (out / f"lib_rank{info.rank}.json").write_text(json.dumps(record))
+
+    # 1b. in memory, each rank a contiguous shard, every rank all rows
+    sharded = encode_dataset_sharded(model, processor, dataset, image_root=image_root, batch_size=args.batch_size,
+                                     show_progress=False)
+    np.save(out / f"sharded_rank{info.rank}.npy", sharded.embeddings.numpy())
+    (out / f"sharded_rank{info.rank}.json").write_text(json.dumps({"encoded_rows": sharded.encoded_rows}))
 
     # 2. command line, in the same process group
     code = cli_main(["--model", args.model, "--pool", args.pool, "--cache-dir", str(out / "cache_cli"),

@@ -203,3 +203,43 @@ def test_cli_resumes_from_the_last_complete_checkpoint_and_writes_no_token(tmp_p
     assert TOKEN not in printed and TOKEN not in caplog.text
     leaks = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert not leaks, f"the Hub token was written into {leaks}"
+
+
+def _resume_with(tmp_path, finished, backbone, resume):
+    out = _copy(finished, tmp_path)
+    trainer = GCLTrainer(GCLModel.from_backbone(backbone), GCLTrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=4, max_steps=8, report_to=[], use_cpu=True, seed=0,
+        save_strategy="no", disable_tqdm=True), train_dataset=dataset(), processing_class=tiny_processor())
+    return trainer.train(resume_from_checkpoint=resume(out))
+
+
+def test_resuming_another_models_checkpoint_is_refused(finished, tmp_path):
+    """Resuming model A's checkpoint with ``--model B`` used to continue A silently."""
+    from gcl_hf.training.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"checkpoint-6: continues a run that started from another model "
+                                              r"\(CLIPModel, other weights\)"):
+        _resume_with(tmp_path, finished, tiny_clip(seed=1), lambda out: "last")
+
+
+def test_resuming_another_architectures_checkpoint_is_refused(finished, tmp_path):
+    from gcl_hf.training.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"checkpoint-4: a checkpoint of another architecture \(CLIPModel\)"):
+        _resume_with(tmp_path, finished, tiny_clip(seed=0, layers=1),
+                     lambda out: str(out / "checkpoint-4"))
+
+
+def test_resuming_from_a_folder_that_is_not_a_checkpoint_says_so(finished, tmp_path):
+    from gcl_hf.training.checkpoints import CheckpointError
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"notes is not a training checkpoint \(no gcl_checkpoint\.json nor "
+                                              r"trainer_state\.json\)"):
+        _resume_with(tmp_path, finished, tiny_clip(seed=0), lambda out: str(tmp_path / "notes"))
+    assert issubclass(CheckpointError, OSError)  # the command line prints it as one line
+
+
+def test_resuming_the_same_model_still_works(finished, tmp_path):
+    _resume_with(tmp_path, finished, tiny_clip(seed=0), lambda out: "last")

@@ -42,7 +42,6 @@ __all__ = [
     "required_str",
     "resolve_root",
     "rows_dataset",
-    "validate_check_images",
 ]
 
 #: Columns shared by every queries/corpus Dataset (see `RetrievalTask`).
@@ -252,16 +251,11 @@ def check_image(
     row: int | None = None,
     field: str,
 ) -> None:
-    """Load-time image check: nothing (``mode=False``), existence (``True``) or a full decode (``"decode"``)."""
-    if not mode or path is None:
+    """Load-time image check (``mode`` from :func:`~gcl_hf.data.validation.parse_check_images`): nothing
+    (``"none"``), existence (``"exists"``) or a full decode (``"decode"``)."""
+    if mode == "none" or path is None:
         return
     check_image_file(path, image_root=image_root, decode=(mode == "decode"), file=file, line=line, row=row, field=field)
-
-
-def validate_check_images(value: Any) -> bool | str:
-    if value not in (True, False, "decode"):
-        raise ValueError(f"check_images must be True, False or 'decode', got {value!r}")
-    return value
 
 
 def resolve_root(

@@ -44,8 +44,9 @@ from typing import Any
 import datasets as hfds
 import numpy as np
 
+from gcl_hf.data.validation import CheckImages, parse_check_images
 from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, read_text_file, require_rows,
-                                   resolve_root, rows_dataset, validate_check_images)
+                                   resolve_root, rows_dataset)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 from gcl_hf.data.textfiles import csv_rows
@@ -145,7 +146,7 @@ def load_covr(
     format_text: bool = True,
     max_words: int = 30,
     remove_self: bool = True,
-    check_images: bool | str = True,
+    check_images: CheckImages | bool = "exists",
     errors: str = "raise",
     revision: str | None = None,
 ) -> list[RetrievalTask]:
@@ -169,14 +170,14 @@ def load_covr(
     if target not in ("middle", "scores"):
         raise ValueError(f"target must be 'middle' or 'scores', got {target!r}")
     SkipReport(errors)  # validates the option before any work
-    check_images = validate_check_images(check_images)
+    check_images = parse_check_images(check_images)
     names = [Path(annotation).name] if annotation is not None else [COVR_ANNOTATIONS.get(split, f"*covr_{split}.csv")]
     root, from_hub = resolve_root(
         root_or_repo, default_repo=COVR_REPO, allow_patterns=names, revision=revision, what="CoVR"
     )
     csv_path = _find_annotation(root, split, annotation)
     if frames_root is None:
-        if from_hub and check_images:
+        if from_hub and check_images != "none":
             raise BenchmarkNotFoundError(
                 "CoVR: the Hub repo holds only annotations; download the WebVid videos (CoVR's "
                 "tools/scripts/download_covr.py), extract their middle frames and pass frames_root=... "
@@ -193,7 +194,7 @@ def load_covr(
             frame_cache[pth] = covr_frame_paths(frames_root, pth)
         frames = frame_cache[pth]
         if frames is None:
-            if check_images:
+            if check_images != "none":
                 raise BenchmarkFormatError(
                     f"no frame for video {pth!r} under {frames_root!r} (expected {pth}.jpg/.png or a directory {pth}/)",
                     file=csv_path, line=line, row=row, field=field,

@@ -32,8 +32,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gcl_hf.data.validation import CheckImages, parse_check_images
 from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, require_rows, resolve_root,
-                                   rows_dataset, validate_check_images)
+                                   rows_dataset)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
 
@@ -225,7 +226,7 @@ def load_mmeb(
     split: str = "test",
     image_root: str | os.PathLike | None = None,
     strip_image_token: bool = False,
-    check_images: bool | str = True,
+    check_images: CheckImages | bool = "exists",
     errors: str = "raise",
     revision: str | None = None,
 ) -> list[RetrievalTask]:
@@ -246,12 +247,12 @@ def load_mmeb(
     ``task.candidates`` (each query's own list, positive first) and ``qrels`` = that positive.
     """
     SkipReport(errors)  # validates the option before any work
-    check_images = validate_check_images(check_images)
+    check_images = parse_check_images(check_images)
     chosen = list(subsets) if subsets is not None else list(MMEB_RETRIEVAL_SUBSETS)
     patterns = [p for s in chosen for p in (f"{s}/{split}-*.parquet", f"{s}/{split}/*.parquet")]
     root, from_hub = resolve_root(root_or_repo, default_repo=MMEB_REPO, allow_patterns=patterns, revision=revision, what="MMEB")
     if image_root is None:
-        if from_hub and check_images:
+        if from_hub and check_images != "none":
             raise BenchmarkNotFoundError(
                 "MMEB: the images are not fetched from the Hub (images.zip); download and unzip it, then pass "
                 "image_root=<the unzipped directory> (or check_images=False)"

@@ -8,6 +8,9 @@ import datasets
 
 #: Modality strings used in the ``modality`` column of queries and corpora.
 MODALITIES = ("image", "text", "image,text")
+#: The encoder's name for each ``modality`` column value: ``"image,text"`` items are ``"fused"``. The one place
+#: the public column vocabulary meets the library's (``"image"``, ``"text"``, ``"fused"``).
+ENCODER_MODALITIES: dict[str, str] = {"image": "image", "text": "text", "image,text": "fused"}
 
 
 @dataclass

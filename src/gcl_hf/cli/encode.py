@@ -87,7 +87,7 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     """
     import datasets
 
-    from gcl_hf.retrieval.documents import documents_from_folder
+    from gcl_hf.retrieval.documents import check_ids, documents_from_folder
 
     path = Path(path)
     if path.is_dir():
@@ -100,18 +100,35 @@ def load_pool_file(path: str | Path, *, cache_dir: str | Path | None = None) -> 
     builder = _FORMATS.get(path.suffix.lower())
     if builder is None:
         raise CLIError(f"{path}: unsupported pool format {path.suffix!r} (use a folder, .jsonl, .json or .parquet)")
+    if builder == "json" and not _has_content(path):
+        raise CLIError(f"{path}: the pool file is empty (no rows); write one JSON object per line")
     try:
         dataset = datasets.load_dataset(builder, data_files=str(path.resolve()), split="train",
                                         cache_dir=None if cache_dir is None else str(cache_dir))
     except Exception as exc:  # noqa: BLE001 - the parser's message, located at the file
         raise CLIError(f"{path}: cannot read the pool file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+    if len(dataset) == 0:
+        raise CLIError(f"{path}: the pool file has no rows")
     columns = dataset.column_names
     missing = [c for c in ("id", "modality") if c not in columns]
     if not {"text", "image"} & set(columns):
         missing.append("text' or 'image")
     if missing:
         raise CLIError(f"{path}: missing column '{missing[0]}' (columns: {columns})")
+    try:  # a hit names one document: ids present and unique
+        check_ids(dataset.select_columns(["id"]).with_format(None)["id"], str(path))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     return dataset
+
+
+def _has_content(path: Path) -> bool:
+    """Whether a text file holds anything but whitespace (read in blocks; stops at the first character)."""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            if block.strip():
+                return True
+    return False
 
 
 def _items(args: Any) -> list[tuple[str, Any, str | None]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model, load_processor, parse_options
-from gcl_hf.cli.rankings import write_rankings
+from gcl_hf.cli.rankings import finish_rankings, write_rankings
 
 __all__ = ["average_metrics", "build_parser", "evaluate_benchmark", "format_table", "main", "parse_args"]
 
@@ -45,7 +45,8 @@ def build_parser() -> GCLArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--output", default="eval_results.json", help="JSON file to write")
     p.add_argument("--save-rankings", metavar="DIR",
-                   help="write each task's rankings here: <task>.trec (TREC run), <task>.run.json, <task>.qrels")
+                   help="write each task's rankings here: <task>.trec (TREC run), <task>.run.json, <task>.qrels; "
+                        "rankings.json lists the current run's files")
     p.add_argument("--rankings-depth", type=int, default=100,
                    help="candidates kept per query in the saved rankings (at least the largest k of the task)")
     p.add_argument("--run-name", default="gcl-hf", help="run name (last column) of the TREC run files")
@@ -110,6 +111,7 @@ def evaluate_benchmark(model: Any, processor: Any, tasks: list[Any], *, rankings
     from gcl_hf.retrieval.evaluation import retrieve, score_rankings
 
     results: dict[str, dict] = {}
+    written: dict[str, dict[str, Path]] = {}
     for task in tasks:
         if rankings_dir is None:
             depth = 1 if task.metric == "precision_at_1" else max(task.k)
@@ -118,7 +120,9 @@ def evaluate_benchmark(model: Any, processor: Any, tasks: list[Any], *, rankings
         rankings = retrieve(model, processor, task, depth, **eval_kwargs)
         results[task.name] = score_rankings(task, rankings.ids, task.k)
         if rankings_dir is not None:
-            write_rankings(rankings_dir, task, rankings, run_name=run_name)
+            written[task.name] = write_rankings(rankings_dir, task, rankings, run_name=run_name)
+    if rankings_dir is not None:
+        finish_rankings(rankings_dir, written, run_name=run_name)
     return results
 
 
@@ -165,6 +169,8 @@ def render_results(benchmark: str, results: dict[str, dict[str, float]], headlin
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gcl_hf.retrieval.options import EncodeOptions
+
     args = parse_args(argv)
     options = _options(args)
     tasks = load_tasks(args.benchmark, args.root, options)  # first: a missing or malformed file fails fast
@@ -172,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     processor = load_processor(args.model, model, processor=args.processor, revision=args.revision, prog=_PROG)
     results = evaluate_benchmark(model, processor, tasks, rankings_dir=args.save_rankings,
                                  rankings_depth=args.rankings_depth, run_name=args.run_name,
-                                 batch_size=args.batch_size, num_workers=args.num_workers, index=args.index,
-                                 cache_dir=args.cache_dir, show_progress=not args.quiet)
+                                 index=args.index, options=EncodeOptions(
+                                     batch_size=args.batch_size, num_workers=args.num_workers,
+                                     cache_dir=args.cache_dir, show_progress=not args.quiet))
     headline = headline_of(tasks)
     average = average_metrics(results, headline)
     print(render_results(args.benchmark, results, headline, average))

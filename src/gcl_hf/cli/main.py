@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("gcl_hf.cli.encode", "embed a pool (file or folder) once into a searchable, resumable index"),
     "search": ("gcl_hf.cli.search", "query an encoded corpus by text, image or both"),
     "push": ("gcl_hf.cli.push", "publish a model (full, LoRA adapter or merged backbone) with a model card"),
+    "convert-vista": ("gcl_hf.cli.convert_vista", "convert a VISTA (Visualized BGE) .pth into a VistaModel directory"),
 }
 
 #: commands whose parser is HfArgumentParser (it accepts both spellings itself, and owns a ``--debug`` flag)
@@ -36,7 +37,8 @@ _HF_PARSER = {"train"}
 
 def _usage() -> str:
     lines = ["usage: gcl-hf [--debug] <command> [options]", "", "commands:"]
-    lines += [f"  {name:<7} {help_}" for name, (_, help_) in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `gcl-hf <command> --help` for a command's options. Flags take dashes or underscores",
               "(--batch-size = --batch_size); --debug shows the traceback of a failure."]
     return "\n".join(lines)

@@ -9,6 +9,10 @@ Per task ``<task>`` the directory gets
   pytrec_eval);
 - ``<task>.qrels``: the TREC qrels of the task, ``qid 0 docid 1`` for every relevant candidate.
 
+``rankings.json`` (written last) lists the files of the run that wrote the directory: what is current. Files an
+earlier run listed there and this one does not write (a task no longer evaluated) are removed; files no run
+listed are never touched.
+
 TREC files split lines on whitespace, so an id holding whitespace or ``%`` is written percent-encoded there
 (``a b`` -> ``a%20b``; :func:`read_trec_run` / :func:`read_qrels` decode it); the JSON keeps ids verbatim.
 """
@@ -23,7 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-__all__ = ["read_qrels", "read_run_json", "read_trec_run", "trec_id", "write_rankings"]
+__all__ = ["MANIFEST", "finish_rankings", "read_qrels", "read_run_json", "read_trec_run", "trec_id", "write_rankings"]
+
+#: the list of the current run's files in a rankings directory
+MANIFEST = "rankings.json"
 
 _NEEDS_QUOTING = re.compile(r"[\s%]")
 
@@ -60,6 +67,28 @@ def write_rankings(directory: str | os.PathLike, task: Any, rankings: Any, *,
             for doc in sorted(task.qrels.get(qid, ())):
                 fh.write(f"{trec_id(qid)} 0 {trec_id(doc)} 1\n")
     return paths
+
+
+def finish_rankings(directory: str | os.PathLike, written: dict[str, dict[str, Path]], *, run_name: str) -> Path:
+    """Record ``written`` (task -> the paths :func:`write_rankings` returned) as the current run in
+    :data:`MANIFEST`, and remove the files the previous manifest listed that this run did not write."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = directory / MANIFEST
+    current = {task: {kind: path.name for kind, path in paths.items()} for task, paths in written.items()}
+    names = {name for files in current.values() for name in files.values()}
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8")).get("tasks", {})
+        stale = {n for files in previous.values() for n in files.values()} - names
+    except (OSError, ValueError, AttributeError):
+        stale = set()
+    tmp = directory / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"run_name": run_name, "tasks": current}, indent=1), encoding="utf-8")
+    os.replace(tmp, manifest)
+    for name in sorted(stale):
+        if "/" not in name and name != MANIFEST:
+            (directory / name).unlink(missing_ok=True)
+    return manifest
 
 
 def _fields(path: str | os.PathLike, form: str) -> Iterator[list[str]]:

@@ -4,7 +4,8 @@
     gcl-hf search --index emb/<fingerprint> --text "a red boat"
     gcl-hf search --index emb/<fingerprint> --image query.jpg --text "the same, at night" -k 5
 
-Prints one line per hit: rank, score (cosine similarity), id, and the document's text when it has one; ``--json``
+Prints one line per hit: rank, score (cosine similarity), id, and the document's text when it has one (control
+characters escaped, so a document cannot send escape codes to the terminal); ``--json``
 prints ``{"ids": [...], "scores": [...]}`` instead. The model is the one recorded in the index unless
 ``--model`` names another copy of it; a model or processor other than the corpus was encoded with is refused.
 """
@@ -91,12 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ids": hits.ids, "scores": hits.scores}))
         return 0
     texts = index.documents.select(hits.rows)["text"] if "text" in index.documents.column_names and hits.rows else []
-    width = max((len(i) for i in hits.ids), default=2)
-    for rank, (doc, score) in enumerate(hits, start=1):
+    ids = [printable(i) for i in hits.ids]
+    width = max((len(i) for i in ids), default=2)
+    for rank, (doc, score) in enumerate(zip(ids, hits.scores), start=1):
         text = texts[rank - 1] if texts else None
         line = f"{rank:>3}  {score:.4f}  {doc:<{width}}"
-        print(f"{line}  {' '.join(text.split())}" if text else line.rstrip())
+        print(f"{line}  {printable(' '.join(text.split()))}" if text else line.rstrip())
     return 0
+
+
+def printable(value: str) -> str:
+    """``value`` with control characters (terminal escape codes, bidi overrides, ...) shown as ``\\x1b``-style
+    escapes, so a document's text can never drive the terminal it is printed to."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in value)
 
 
 def model_device(model: Any) -> str:

@@ -8,34 +8,55 @@ sequences), truncated to the backbone's maximum text length.
 
 SigLIP text towers were trained on captions padded to a fixed ``max_length`` (64) and pool
 the *last* position, so for them ``padding="max_length"`` is what the model expects; the
-collator picks it automatically for SigLIP / SigLIP 2 processors and models.
+collator picks it automatically for SigLIP / SigLIP 2 processors and models. A ``GCLModel`` brings its
+family's text settings (``model.family``, from :data:`gcl_hf.modeling.backbone.FAMILIES`); for a processor or a
+plain backbone the SigLIP names decide.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
-from gcl_hf.data.pairs import DataFormatError
-from gcl_hf.errors import note_details
+from gcl_hf.data.errors import DataFormatError
 from gcl_hf.data.images import ImageLoadError, open_image
+from gcl_hf.errors import note_details
 
-__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "text_settings"]
+__all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "literal_special_tokens", "text_settings"]
 
 logger = logging.getLogger(__name__)
 
 #: Used when a tokenizer declares no limit (``model_max_length`` unset): CLIP's context length.
 DEFAULT_MAX_LENGTH = 77
 _UNSET_LIMIT = 1_000_000  # transformers uses VERY_LARGE_INTEGER (1e30) for "no limit"
-_FIXED_LENGTH_FAMILIES = ("siglip",)  # text towers trained with max_length padding
+_FIXED_LENGTH_FAMILIES = ("siglip",)  # without a GCLModel's family: text towers trained with max_length padding
 
 
 def _tokenizer(processor: Any) -> Any:
     return getattr(processor, "tokenizer", processor)
+
+
+@contextlib.contextmanager
+def literal_special_tokens(processor: Any) -> Iterator[None]:
+    """Texts are data: inside this block a literal ``<|endoftext|>`` (or any special token's text) in a caption is
+    tokenized as characters, never as the special token itself, which would end the text there for CLIP-style
+    pooling. The tokenizer still adds its own start/end tokens. Used by the collator and the encoding engine."""
+    tokenizer = _tokenizer(processor)
+    if not hasattr(tokenizer, "split_special_tokens"):
+        yield
+        return
+    before = tokenizer.split_special_tokens
+    tokenizer.split_special_tokens = True
+    try:
+        yield
+    finally:
+        tokenizer.split_special_tokens = before
 
 
 def _tokenizer_limit(processor: Any) -> int | None:
@@ -51,6 +72,12 @@ def _is_fixed_length_family(processor: Any, model: Any = None) -> bool:
     return any(name.lower().startswith(_FIXED_LENGTH_FAMILIES) for name in names)
 
 
+def _model_family(model: Any) -> Any:
+    """A ``GCLModel``'s family defaults (duck-typed: the data layer does not import modeling), else ``None``."""
+    family = getattr(model, "family", None)
+    return family if hasattr(family, "text_padding") else None
+
+
 def _model_text_limit(model: Any) -> int | None:
     config = getattr(getattr(model, "backbone", model), "config", None)
     for cfg in (getattr(config, "text_config", None), config):
@@ -62,18 +89,23 @@ def _model_text_limit(model: Any) -> int | None:
 
 def text_settings(model: Any, processor: Any, max_length: int | None = None,
                   padding: str | None = None) -> tuple[int, str]:
-    """``(max_length, padding)`` for ``model``'s text tower: the smaller of its ``max_position_embeddings`` and the
-    tokenizer's limit (:data:`DEFAULT_MAX_LENGTH` when neither is known), ``"max_length"`` padding for SigLIP
-    (trained that way; it pools the last position), else ``"longest"``. A ``max_length`` given beyond the tower's
-    positions is refused here rather than failing inside the model's forward."""
+    """``(max_length, padding)`` for ``model``'s text tower: the smallest of its ``max_position_embeddings``, the
+    tokenizer's limit and its family's training length (:data:`DEFAULT_MAX_LENGTH` when none is known), and its
+    family's padding: ``"max_length"`` for SigLIP / SigLIP 2 (trained that way, at 64 tokens; they pool the last
+    position), else ``"longest"``. A ``max_length`` given beyond the tower's positions is refused here rather
+    than failing inside the model's forward."""
     positions = _model_text_limit(model)
+    family = _model_family(model)
     if max_length is None:
-        limits = [x for x in (positions, _tokenizer_limit(processor)) if x is not None]
+        limits = [x for x in (positions, _tokenizer_limit(processor), getattr(family, "text_max_length", None))
+                  if x is not None]
         max_length = min(limits) if limits else DEFAULT_MAX_LENGTH
     elif positions is not None and max_length > positions:
         raise ValueError(f"max_length {max_length} is more than the text tower's {positions} positions "
                          "(max_position_embeddings)")
-    if padding is None:
+    if padding is None and family is not None:
+        padding = family.text_padding
+    elif padding is None:
         padding = "max_length" if _is_fixed_length_family(processor, model) else "longest"
     return max_length, padding
 
@@ -194,15 +226,16 @@ class GCLCollator:
         if not kept:
             raise ValueError(f"all {len(records)} records of the batch were skipped (errors='skip'); "
                              "see the warnings above")
-        batch = self.processor(
-            images=images,
-            text=texts,
-            padding=self.padding,
-            truncation=True,
-            max_length=self.max_length,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            return_tensors="pt",
-        )
+        with literal_special_tokens(self.processor):
+            batch = self.processor(
+                images=images,
+                text=texts,
+                padding=self.padding,
+                truncation=True,
+                max_length=self.max_length,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                return_tensors="pt",
+            )
         out = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
         if self.return_records:
             out["records"] = kept

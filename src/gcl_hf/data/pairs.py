@@ -21,8 +21,8 @@ from typing import Any, Literal, overload
 import datasets
 
 from gcl_hf.data.errors import DataFormatError, DataSourceError, LoadReport, SkippedRecord
-from gcl_hf.data.sources import _from_dataset, _from_file, _from_hub, _from_imagefolder
-from gcl_hf.data.validation import _Options
+from gcl_hf.data.sources import from_dataset, from_file, from_hub, from_imagefolder
+from gcl_hf.data.validation import CheckImages, ValidationOptions, parse_check_images
 from gcl_hf.errors import check_errors_mode
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
 
 ErrorMode = Literal["raise", "skip"]
 
-CheckImages = bool | Literal["exists", "open"]
 
 FORMATS = ("imagefolder", "llava", "json", "csv", "parquet", "hub", "dataset")
 
@@ -59,7 +58,7 @@ def load_image_text_pairs(
     revision: str | None = None,
     format: str | None = None,
     caption_turn: int = 1,
-    check_images: CheckImages = False,
+    check_images: CheckImages | bool = False,
     errors: ErrorMode = "raise",
     streaming: bool = False,
     id_column: str | None = None,
@@ -90,8 +89,9 @@ def load_image_text_pairs(
     is reported as itself. A CSV header without ``image_column`` / ``caption_column``, a source with no
     records, or one whose every record is skipped, is an error whatever ``errors`` says.
 
-    ``check_images``: ``True`` / ``"exists"`` verifies every image file exists (and is not empty) upfront,
-    ``"open"`` also decodes it (slow; threads + progress bar). ``errors="raise"`` raises
+    ``check_images`` (:data:`~gcl_hf.data.validation.CheckImages`): ``"exists"`` (or ``True``) verifies every
+    image file exists (and is not empty) upfront, ``"decode"`` also decodes it (slow; threads + progress bar),
+    ``"none"`` (or ``False``) checks nothing before training. ``errors="raise"`` raises
     :class:`DataFormatError` (or :class:`~gcl_hf.data.images.ImageLoadError`) on the first bad
     record; ``"skip"`` drops bad records, logs a warning and counts them in the report.
     ``id_column`` keeps that source field as an extra string column ``id`` (e.g. ``"id"`` for
@@ -100,14 +100,12 @@ def load_image_text_pairs(
     ``return_report=True`` returns ``(dataset, LoadReport)``.
     """
     check_errors_mode(errors)
-    if check_images not in (False, True, "exists", "open"):
-        raise ValueError(f"check_images must be False, True, 'exists' or 'open', got {check_images!r}")
     if format is not None and format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS} or None, got {format!r}")
     if image_column == caption_column:
         raise ValueError(f"image_column and caption_column are both {image_column!r}")
-    check: str | None = {False: None, True: "exists"}.get(check_images, check_images)  # type: ignore[arg-type]
-    opts = _Options(image_root=os.fspath(image_root) if image_root is not None else None, image_column=image_column,
+    check = parse_check_images(check_images)
+    opts = ValidationOptions(image_root=os.fspath(image_root) if image_root is not None else None, image_column=image_column,
                     caption_column=caption_column, caption_turn=caption_turn, check=check, errors=errors,
                     id_column=id_column)
 
@@ -115,21 +113,21 @@ def load_image_text_pairs(
     if fmt == "dataset":
         if not isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
             raise TypeError(f"format='dataset' needs a datasets.Dataset, got {type(source).__name__}")
-        dataset, report = _from_dataset(source, opts, label="dataset", fmt="dataset")
+        dataset, report = from_dataset(source, opts, label="dataset", fmt="dataset")
     elif fmt == "hub":
-        dataset, report = _from_hub(str(source), split, revision, streaming, opts)
+        dataset, report = from_hub(str(source), split, revision, streaming, opts)
     else:
         path = os.path.abspath(os.path.expanduser(os.fspath(source)))
         if not os.path.exists(path):
             raise DataSourceError(f"{path}: no such file or directory ({fmt} source)")
         if fmt == "imagefolder":
-            dataset, report = _from_imagefolder(path, split, opts)
+            dataset, report = from_imagefolder(path, split, opts)
         elif fmt == "parquet":
             table = _read_parquet(path, split)
             root = opts.image_root or os.path.dirname(path)
-            dataset, report = _from_dataset(table, opts, label=path, fmt="parquet", default_root=root)
+            dataset, report = from_dataset(table, opts, label=path, fmt="parquet", default_root=root)
         else:
-            dataset, report = _from_file(path, fmt, split, opts)
+            dataset, report = from_file(path, fmt, split, opts)
     report.log_summary()
     if isinstance(dataset, datasets.Dataset):
         _require_records(report)

@@ -4,6 +4,7 @@ worker processes."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -35,13 +36,15 @@ def with_row_index(dataset: Any) -> Any:
     a bad image or caption is reported by its row in the dataset. Iterable datasets pass through."""
     if dataset is None or isinstance(dataset, dict):
         return dataset
-    import datasets
-
-    if isinstance(dataset, datasets.Dataset):
+    # a `datasets` object implies the package is imported already: never import it for a plain torch dataset
+    datasets = sys.modules.get("datasets")
+    if datasets is not None and isinstance(dataset, datasets.Dataset):
         if {"id", ROW_INDEX_COLUMN} & set(dataset.column_names):
             return dataset
         return dataset.add_column(ROW_INDEX_COLUMN, list(range(len(dataset))))
-    if isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset)):
+    if isinstance(dataset, torch.utils.data.IterableDataset) or (
+        datasets is not None and isinstance(dataset, datasets.IterableDataset)
+    ):
         return dataset
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         return _IndexedDataset(dataset)

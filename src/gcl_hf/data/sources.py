@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 
 from gcl_hf.data.errors import DataFormatError, DataSourceError, LoadReport
 from gcl_hf.data.textfiles import MakeError, csv_rows, read_text, split_lines
-from gcl_hf.data.validation import (_blank, _check_images, _has_nul, _Options, _reject, _validate_dataset,
-                                    _validate_stream)
+from gcl_hf.data.validation import (is_blank, check_record_images, has_nul, ValidationOptions, reject, validate_dataset,
+                                    validate_stream)
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
@@ -32,7 +32,7 @@ IMAGE_TOKEN = "<image>"
 _SPLIT_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval"}
 
 
-def _from_file(path: str, fmt: str, split: str, opts: _Options) -> tuple[datasets.Dataset, LoadReport]:
+def from_file(path: str, fmt: str, split: str, opts: ValidationOptions) -> tuple[datasets.Dataset, LoadReport]:
     if fmt == "csv" or path.lower().endswith((".csv", ".tsv")):
         records, locate, header = _read_csv(path)
         _require_columns(path, header, [opts.image_column, opts.caption_column])
@@ -66,7 +66,7 @@ def _require_columns(path: str, header: list[str] | None, columns: list[str]) ->
             raise DataFormatError(f"{path}: line 1", column, f"column not found (header: {header})")
 
 
-def _from_imagefolder(path: str, split: str, opts: _Options) -> tuple[datasets.Dataset, LoadReport]:
+def from_imagefolder(path: str, split: str, opts: ValidationOptions) -> tuple[datasets.Dataset, LoadReport]:
     base = os.path.join(path, split) if split and os.path.isdir(os.path.join(path, split)) else path
     if base == path:
         split_dirs = sorted(d for d in os.listdir(path) if d in _SPLIT_NAMES and os.path.isdir(os.path.join(path, d)))
@@ -204,7 +204,10 @@ def _read_csv(path: str) -> tuple[list[Any], Callable[[int], str], list[str] | N
     lines: list[int] = []
     for first, last, values in rows:
         bad = next((n for n in range(first, last + 1) if n in decoded.bad_lines), None)
-        if bad is None:
+        if bad is None and len(values) > len(header):
+            records.append(_Broken(f"{len(values)} fields for the {len(header)} columns of the header (a field with an "
+                                   "unquoted comma or tab? put it in double quotes)"))
+        elif bad is None:
             records.append(dict(zip(header, values)))
         else:
             where = "" if bad == first else f"line {bad}: "
@@ -287,7 +290,7 @@ def _join_root(paths: pa.Array, root: str | list[str]) -> pa.Array:
     return pc.if_else(absolute, paths, pc.binary_join_element_wise(roots, paths, os.sep))
 
 
-def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Options, *, image_key: str, llava: bool,
+def _from_records(records: list[Any], locate: Callable[[int], str], opts: ValidationOptions, *, image_key: str, llava: bool,
                   root: str | list[str], label: str, fmt: str, split: str) -> tuple[datasets.Dataset, LoadReport]:
     turn, caption_key = opts.caption_turn, opts.caption_column
     report = LoadReport(source=label, format=fmt, num_records=len(records))
@@ -301,7 +304,7 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Optio
     del images, captions
     if llava:
         text_array = pc.utf8_trim_whitespace(pc.replace_substring(text_array, IMAGE_TOKEN, ""))
-    bad = _blank(image_array) | _blank(text_array) | _has_nul(image_array) | _has_nul(text_array)
+    bad = is_blank(image_array) | is_blank(text_array) | has_nul(image_array) | has_nul(text_array)
 
     def where(i: int) -> str:
         record_id = _get(records[i], "id")
@@ -309,7 +312,7 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Optio
 
     for i in np.flatnonzero(bad):
         field_name, reason = _diagnose(records[i], image_key=image_key, caption_key=caption_key, llava=llava, turn=turn)
-        _reject(report, opts.errors, int(i), where(int(i)), field_name, reason,
+        reject(report, opts.errors, int(i), where(int(i)), field_name, reason,
                 offset=getattr(records[i], "offset", None))
 
     image_array = _join_root(image_array, root)
@@ -317,11 +320,11 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Optio
     if opts.id_column is not None:
         ids = [_get(r, opts.id_column) for r in records]
         columns["id"] = pa.array([None if v is None else str(v) for v in ids], pa.string())
-    if opts.check:
+    if opts.check != "none":
         refs = image_array.to_pylist()
-        for i, reason in _check_images(refs, opts.check, skip=bad):
+        for i, reason in check_record_images(refs, opts.check, skip=bad):
             bad[i] = True
-            _reject(report, opts.errors, i, where(i), image_key, reason, path=refs[i])
+            reject(report, opts.errors, i, where(i), image_key, reason, path=refs[i])
     if bad.any():
         keep = pa.array(~bad)
         columns = {k: pc.filter(v, keep) for k, v in columns.items()}
@@ -330,8 +333,8 @@ def _from_records(records: list[Any], locate: Callable[[int], str], opts: _Optio
     return dataset, report
 
 
-def _from_hub(name: str, split: str, revision: str | None, streaming: bool,
-              opts: _Options) -> tuple[datasets.Dataset | datasets.IterableDataset, LoadReport]:
+def from_hub(name: str, split: str, revision: str | None, streaming: bool,
+              opts: ValidationOptions) -> tuple[datasets.Dataset | datasets.IterableDataset, LoadReport]:
     label = f"Hub dataset {name!r} (split {split!r}" + (f", revision {revision!r})" if revision else ")")
     try:
         loaded = datasets.load_dataset(name, split=split, revision=revision, streaming=streaming)
@@ -344,10 +347,10 @@ def _from_hub(name: str, split: str, revision: str | None, streaming: bool,
         raise DataSourceError(f"cannot load {label}: {type(exc).__name__}: {exc}.{hint}") from exc
     if not isinstance(loaded, (datasets.Dataset, datasets.IterableDataset)):
         raise DataSourceError(f"{label} gave a {type(loaded).__name__}; pass a single split name")
-    return _from_dataset(loaded, opts, label=label, fmt="hub")
+    return from_dataset(loaded, opts, label=label, fmt="hub")
 
 
-def _from_dataset(dataset: datasets.Dataset | datasets.IterableDataset, opts: _Options, *, label: str, fmt: str,
+def from_dataset(dataset: datasets.Dataset | datasets.IterableDataset, opts: ValidationOptions, *, label: str, fmt: str,
                   default_root: str | None = None) -> tuple[datasets.Dataset | datasets.IterableDataset, LoadReport]:
     """Select and rename the two columns, keep images lazy, validate column-wise."""
     wanted = {opts.image_column: "image", opts.caption_column: "text"}
@@ -380,9 +383,9 @@ def _from_dataset(dataset: datasets.Dataset | datasets.IterableDataset, opts: _O
             dataset = _map_image_paths(dataset, root)
     report = LoadReport(source=label, format=fmt)
     if isinstance(dataset, datasets.IterableDataset):
-        return _validate_stream(dataset, opts, label, report), report
+        return validate_stream(dataset, opts, label, report), report
     report.num_records = len(dataset)
-    return _validate_dataset(dataset, opts, label, report), report
+    return validate_dataset(dataset, opts, label, report), report
 
 
 _IMAGE_DTYPES = ("string", "large_string", "binary", "large_binary")

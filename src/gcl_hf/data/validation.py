@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -21,15 +21,34 @@ from tqdm.auto import tqdm
 from gcl_hf.data.errors import DataFormatError, LoadReport
 from gcl_hf.data.images import ImageLoadError, open_image
 
+#: How far image files are checked before any training or encoding (training data and benchmark loaders alike):
+#: not at all, that each file exists and is not empty, or that it decodes.
+CheckImages = Literal["none", "exists", "decode"]
+CHECK_IMAGES: tuple[str, ...] = ("none", "exists", "decode")
+#: Spellings accepted for convenience (Python booleans, the CLI's "no", the 0.1 name "open").
+_CHECK_IMAGES_ALIASES: dict[Any, str] = {False: "none", True: "exists", "no": "none", "false": "none",
+                                         "true": "exists", "open": "decode"}
+
+
+def parse_check_images(value: Any) -> CheckImages:
+    """The one parser of every ``check_images`` option: one of `CHECK_IMAGES`, or an alias of one."""
+    if isinstance(value, str) and value.lower() in CHECK_IMAGES:
+        return value.lower()  # type: ignore[return-value]
+    key = value.lower() if isinstance(value, str) else value
+    if isinstance(key, (bool, str)) and key in _CHECK_IMAGES_ALIASES:
+        return _CHECK_IMAGES_ALIASES[key]  # type: ignore[return-value]
+    raise ValueError(f"check_images={value!r}: expected one of {', '.join(CHECK_IMAGES)} (or True / False)")
+
+
 @dataclass(frozen=True)
-class _Options:
+class ValidationOptions:
     """How a reader treats records (from `load_image_text_pairs`' arguments)."""
 
     image_root: str | None
     image_column: str
     caption_column: str
     caption_turn: int
-    check: str | None
+    check: CheckImages
     errors: str
     id_column: str | None
 
@@ -38,13 +57,13 @@ class _Options:
 _CHECK_CHUNK = 2048
 
 
-def _blank(array: pa.Array) -> np.ndarray:
+def is_blank(array: pa.Array) -> np.ndarray:
     """Boolean mask: null, empty or whitespace-only strings."""
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(array)), 0)
     return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
 
 
-def _has_nul(array: pa.Array) -> np.ndarray:
+def has_nul(array: pa.Array) -> np.ndarray:
     """Boolean mask: strings holding a NUL character (binary data, or a UTF-16 file read as UTF-8)."""
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         return np.zeros(len(array), dtype=bool)
@@ -54,7 +73,7 @@ def _has_nul(array: pa.Array) -> np.ndarray:
 _NUL_REASON = "contains a NUL character (binary data, or a UTF-16 file read as UTF-8?)"
 
 
-def _reject(report: LoadReport, errors: str, index: int, location: str, field_name: str | None, reason: str,
+def reject(report: LoadReport, errors: str, index: int, location: str, field_name: str | None, reason: str,
             path: str | None = None, offset: int | None = None) -> None:
     """Raise for ``errors="raise"`` (an ImageLoadError when ``path`` names an image), else count in ``report``."""
     if path is not None:
@@ -74,7 +93,7 @@ def _ref_path(ref: Any) -> str:
 
 def _image_problem(ref: Any, mode: str) -> str | None:
     """``None`` when the image reference is usable, else why not."""
-    if mode == "open":
+    if mode == "decode":
         try:
             open_image(ref)
         except ImageLoadError as exc:
@@ -95,7 +114,7 @@ def _image_problem(ref: Any, mode: str) -> str | None:
     return None  # arrays / PIL images are already in memory
 
 
-def _check_images(refs: Sequence[Any], mode: str, skip: np.ndarray | None = None,
+def check_record_images(refs: Sequence[Any], mode: str, skip: np.ndarray | None = None,
                   offset: int = 0, progress: tqdm | None = None) -> Iterator[tuple[int, str]]:
     """Yield ``(index, reason)`` for each unusable image, checking chunks on a thread pool."""
 
@@ -127,11 +146,11 @@ def _image_missing(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if pa.types.is_struct(column.type):  # datasets.Image storage: {bytes, path}
         column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         has_bytes = pc.fill_null(pc.greater(pc.binary_length(column.field("bytes")), 0), False)
-        has_path = ~_blank(column.field("path"))
+        has_path = ~is_blank(column.field("path"))
         null = pc.is_null(column).to_numpy(zero_copy_only=False)
         return null | ~(has_bytes.to_numpy(zero_copy_only=False) | has_path)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return _blank(column)
+        return is_blank(column)
     return pc.is_null(column).to_numpy(zero_copy_only=False)
 
 
@@ -150,7 +169,7 @@ def _row_problem(row: dict[str, Any], column: str, caption_column: str) -> tuple
     return None
 
 
-def _validate_dataset(dataset: datasets.Dataset, opts: _Options, label: str, report: LoadReport) -> datasets.Dataset:
+def validate_dataset(dataset: datasets.Dataset, opts: ValidationOptions, label: str, report: LoadReport) -> datasets.Dataset:
     bad = np.zeros(len(dataset), dtype=bool)
     reasons: dict[int, tuple[str, str]] = {}
     batch_size = 50_000
@@ -158,10 +177,10 @@ def _validate_dataset(dataset: datasets.Dataset, opts: _Options, label: str, rep
     for start in range(0, len(dataset), batch_size):
         table = arrow[start:start + batch_size]
         text = table.column("text").combine_chunks()
-        blank_text, nul_text = _blank(text), _has_nul(text)
+        blank_text, nul_text = is_blank(text), has_nul(text)
         no_image = _image_missing(table.column("image"))
         image = table.column("image").combine_chunks()
-        nul_image = _has_nul(image)
+        nul_image = has_nul(image)
         for i in np.flatnonzero(blank_text | nul_text | no_image | nul_image):
             if blank_text[i]:
                 reasons[start + int(i)] = (opts.caption_column, "empty caption")
@@ -173,15 +192,15 @@ def _validate_dataset(dataset: datasets.Dataset, opts: _Options, label: str, rep
                 reasons[start + int(i)] = (opts.image_column, f"image path {_NUL_REASON}")
         bad[start:start + len(table)] = blank_text | nul_text | no_image | nul_image
     for i, (field_name, reason) in reasons.items():
-        _reject(report, opts.errors, i, f"{label} row {i}", field_name, reason)
-    if opts.check:
+        reject(report, opts.errors, i, f"{label} row {i}", field_name, reason)
+    if opts.check != "none":
         bar = tqdm(total=len(dataset), desc=f"checking images ({opts.check})", unit="img", disable=None)
         try:
             for start in range(0, len(dataset), batch_size):
                 refs = arrow[start:start + batch_size].column("image").to_pylist()
-                for i, reason in _check_images(refs, opts.check, skip=bad, offset=start, progress=bar):
+                for i, reason in check_record_images(refs, opts.check, skip=bad, offset=start, progress=bar):
                     bad[i] = True
-                    _reject(report, opts.errors, i, f"{label} row {i}", opts.image_column, reason,
+                    reject(report, opts.errors, i, f"{label} row {i}", opts.image_column, reason,
                             path=_ref_path(refs[i - start]))
         finally:
             bar.close()
@@ -190,7 +209,7 @@ def _validate_dataset(dataset: datasets.Dataset, opts: _Options, label: str, rep
     return dataset
 
 
-def _validate_stream(dataset: datasets.IterableDataset, opts: _Options, label: str,
+def validate_stream(dataset: datasets.IterableDataset, opts: ValidationOptions, label: str,
                      report: LoadReport) -> datasets.IterableDataset:
     """Lazy checks for streamed datasets: raise, or filter and count, while iterating."""
 
@@ -198,11 +217,11 @@ def _validate_stream(dataset: datasets.IterableDataset, opts: _Options, label: s
         report.num_records += 1
         problem = _row_problem(row, opts.image_column, opts.caption_column)
         if problem is not None:
-            _reject(report, opts.errors, index, f"{label} row {index}", *problem)
+            reject(report, opts.errors, index, f"{label} row {index}", *problem)
             return False
-        reason = _image_problem(row["image"], opts.check) if opts.check else None
+        reason = _image_problem(row["image"], opts.check) if opts.check != "none" else None
         if reason is not None:
-            _reject(report, opts.errors, index, f"{label} row {index}", opts.image_column, reason,
+            reject(report, opts.errors, index, f"{label} row {index}", opts.image_column, reason,
                     path=_ref_path(row["image"]))
             return False
         return True

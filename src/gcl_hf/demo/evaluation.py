@@ -19,8 +19,8 @@ import torch
 from gcl_hf.benchmarks.task import MODALITIES, RetrievalTask
 from gcl_hf.demo.tasks import MODALITY_LABELS
 from gcl_hf.retrieval.analysis import modality_gap
-from gcl_hf.retrieval.encoding import encode_dataset
 from gcl_hf.retrieval.evaluation import rank_corpus, score_rankings
+from gcl_hf.retrieval.options import EncodeOptions, encode_with
 
 __all__ = ["CELLS", "PoolEmbeddings", "encode_test_pool", "pool_modality_gap", "score_cells", "score_local_pools"]
 
@@ -43,7 +43,7 @@ class PoolEmbeddings:
 def encode_test_pool(model: Any, processor: Any, tasks: list[RetrievalTask], *, batch_size: int = 256,
                      progress: bool = True, desc: str = "encode") -> PoolEmbeddings:
     """Embed the shared corpus once and each modality's queries once with
-    :func:`gcl_hf.retrieval.encoding.encode_dataset` (the encoder of ``evaluate_retrieval``)."""
+    :func:`gcl_hf.retrieval.options.encode_with` (the encoder of ``evaluate_retrieval``)."""
     from tqdm.auto import tqdm
 
     corpus = tasks[0].corpus
@@ -53,13 +53,13 @@ def encode_test_pool(model: Any, processor: Any, tasks: list[RetrievalTask], *, 
     for task in tasks:
         query_sets.setdefault(MODALITY_LABELS[task.meta["query_modality"]], task.queries)
     total = len(corpus) + sum(len(q) for q in query_sets.values())
-    common = {"image_root": tasks[0].image_root, "batch_size": batch_size, "show_progress": False}
+    options = EncodeOptions(image_root=tasks[0].image_root, batch_size=batch_size, show_progress=False)
     with tqdm(total=total, desc=desc, unit="item", disable=not progress) as bar:
-        corpus_emb = encode_dataset(model, processor, corpus, **common)
+        corpus_emb = encode_with(model, processor, corpus, options)
         bar.update(len(corpus))
         queries = {}
         for label, dataset in query_sets.items():
-            queries[label] = encode_dataset(model, processor, dataset, **common)
+            queries[label] = encode_with(model, processor, dataset, options)
             bar.update(len(dataset))
     modality = np.asarray(corpus["modality"], dtype=object)
     candidates = {MODALITY_LABELS[m]: corpus_emb[torch.from_numpy(np.nonzero(modality == m)[0])] for m in MODALITIES}

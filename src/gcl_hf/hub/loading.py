@@ -1,9 +1,10 @@
 """Load a published GCL model back, in any of its three forms, from a Hub repo or a local directory.
 
-One snapshot per load (the revision is resolved to a commit first); safetensors only unless the caller opts
-in with ``allow_pickle=True``; never ``trust_remote_code``. Offline (``HF_HUB_OFFLINE=1``, or the Hub
-unreachable) a repo loaded before comes from the local Hub cache, as transformers does: the revision resolves
-through the cache's refs (which an online load records) to a cached snapshot.
+One snapshot per load (``huggingface_hub.snapshot_download``: one commit, its refs recorded in the local Hub
+cache, pickle weights never downloaded unless allowed); safetensors only unless the caller opts in with
+``allow_pickle=True``; never ``trust_remote_code``. Offline (``HF_HUB_OFFLINE=1``, or the Hub unreachable) a repo
+loaded before comes from the local Hub cache, as transformers does: the revision resolves through the cache's
+refs to a cached snapshot.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.errors import (HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled,
                                     RepositoryNotFoundError, RevisionNotFoundError)
-from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import validate_repo_id
 
 from gcl_hf.hub.adapter import (
     ADAPTER_CONFIG_FILE,
-    ADAPTER_WEIGHTS_FILES,
-    GCL_EXTRA_WEIGHTS_FILE,
     GCL_SETTINGS_FILE,
     load_adapter,
     read_settings,
@@ -58,7 +56,8 @@ class HubCacheMissError(FileNotFoundError):
 
 
 
-def _version() -> str:
+def library_version() -> str:
+    """gcl-hf's version, sent to the Hub as ``library_version`` (read at call time: the package root imports us)."""
     from gcl_hf import __version__
 
     return __version__
@@ -83,37 +82,29 @@ def load(
     """
     source = str(repo_id)
     local = Path(repo_id).is_dir()
-    sha = snapshot = None
     if local:
-        files = [p.relative_to(repo_id).as_posix() for p in Path(repo_id).rglob("*") if p.is_file()]
+        root, files, hub_kwargs = Path(repo_id), _listing(Path(repo_id)), {}
         where = source
     else:
-        files, sha, snapshot = _resolve(source, revision, token=token, cache_dir=cache_dir)
-        where = f"{source}@{revision or 'main'}" + (f" (offline: cached commit {sha})" if snapshot else "")
+        root, files, offline = _snapshot(source, revision, token=token, cache_dir=cache_dir,
+                                         allow_pickle=allow_pickle)
+        where = f"{source}@{revision or 'main'}" + (f" (offline: cached commit {root.name})" if offline else "")
+        # transformers reads the same commit from the cache (the model keeps the repo id as its name)
+        hub_kwargs = {"revision": root.name, "token": token, "cache_dir": cache_dir, "local_files_only": True}
 
-    def fetch(filename: str) -> str:
-        if local or snapshot:
-            return str(Path(snapshot or source) / filename)
-        return hf_hub_download(source, filename, revision=sha, token=token, cache_dir=cache_dir)
-
-    detected = _detect_form(files, fetch, where)
+    detected = _detect_form(files, root, where)
     if form is not None and form != detected:
         raise ValueError(f"{where}: asked for form={form!r} but the repo holds the {detected!r} form")
     weights = ("adapter_model",) if detected == "adapter" else ("model",)
     _check_weights(files, weights, where, allow_pickle)
-    # offline, transformers reads the same commit from the cache (the model keeps the repo id as its name)
-    hub_kwargs: dict[str, Any] = {} if local else {"revision": sha, "token": token, "cache_dir": cache_dir,
-                                                    "local_files_only": snapshot is not None}
 
     if detected == "full":
         model = GCLModel.from_pretrained(source, allow_pickle=allow_pickle, **hub_kwargs)
     elif detected == "backbone":
         backbone = load_backbone(source, allow_pickle=allow_pickle, **hub_kwargs)
-        model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
+        model = GCLModel.from_backbone(backbone, **_read_settings(files, root))
     else:
-        model = _load_adapter(files, fetch, where, allow_pickle, token, cache_dir)
-    if not local and snapshot is None:
-        _remember_revision(str(repo_id), revision, sha, cache_dir)
+        model = _load_adapter(files, root, where, allow_pickle, token, cache_dir)
     return model.eval()
 
 
@@ -122,37 +113,58 @@ def check_model_available(name: str | os.PathLike, *, revision: str | None = Non
     """Raise one error naming ``name`` (and, offline, the Hub cache searched) unless it is a local directory, a
     Hub repo that answers, or, offline, a cached snapshot: the check `load` makes, for code that then loads
     with transformers directly (``gcl-hf train``)."""
-    if not os.path.isdir(name):
-        _resolve(str(name), revision, token=token, cache_dir=cache_dir)
+    if os.path.isdir(name):
+        return
+    if _repo_files(str(name), revision, token=token) is None:  # offline or unreachable: it must be cached
+        _cached_snapshot(str(name), revision, cache_dir)
 
 
-def _resolve(repo_id: str, revision: str | None, *, token: str | bool | None,
-             cache_dir: str | os.PathLike | None) -> tuple[list[str], str, str | None]:
-    """``(files, commit sha, None)`` from the Hub, or ``(files, sha, snapshot directory)`` from the local Hub
-    cache when the Hub is offline or unreachable."""
+def _listing(root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+
+
+def _snapshot(repo_id: str, revision: str | None, *, token: str | bool | None, cache_dir: str | os.PathLike | None,
+              allow_pickle: bool) -> tuple[Path, list[str], bool]:
+    """``(snapshot directory, the repo's files, offline)``: one commit of ``repo_id@revision`` in the local Hub
+    cache, downloaded by ``snapshot_download`` (which records ``revision -> commit`` in the cache's refs, so an
+    offline load of the same revision finds it); pickle weights are never downloaded unless allowed. Offline or
+    with the Hub unreachable, the cached snapshot (refs resolved as huggingface_hub does)."""
+    listed = _repo_files(repo_id, revision, token=token)
+    if listed is None:
+        snapshot = _cached_snapshot(repo_id, revision, cache_dir)
+        return snapshot, _listing(snapshot), True
+    ignore = None if allow_pickle else [f"*{suffix}" for suffix in PICKLE_SUFFIXES] + ["*.bin.index.json"]
+    snapshot = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                                      ignore_patterns=ignore, library_name="gcl-hf",
+                                      library_version=library_version()))
+    return snapshot, listed, False
+
+
+def _repo_files(repo_id: str, revision: str | None, *, token: str | bool | None) -> list[str] | None:
+    """The files of ``repo_id@revision`` on the Hub (for the form and weight checks), or ``None`` when the Hub is
+    offline or unreachable (loading then reads the local Hub cache)."""
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise FileNotFoundError(f"{repo_id}: no such local directory, and not a Hub repo id ('namespace/name')") \
             from None
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            info = HfApi(token=token, library_name="gcl-hf", library_version=_version()).model_info(
-                repo_id, revision=revision)
-            return [s.rfilename for s in info.siblings or []], str(info.sha), None
-        except RepositoryNotFoundError as exc:
-            raise type(exc)(f"Repository Not Found: {repo_id} is neither a local directory nor a model repo on the "
-                            "Hub that you can see (private or gated: log in with `hf auth login`)",
-                            response=exc.response) from exc
-        except RevisionNotFoundError as exc:
-            raise type(exc)(f"{repo_id}: no revision {revision!r} (branch, tag or commit) on the Hub",
-                            response=exc.response) from exc
-        except NETWORK_ERRORS as exc:
-            logger.warning("the Hub is unreachable (%s); loading %s from the local Hub cache",
-                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__, repo_id)
-    snapshot = _cached_snapshot(repo_id, revision, cache_dir)
-    files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
-    return files, snapshot.name, str(snapshot)
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        info = HfApi(token=token, library_name="gcl-hf", library_version=library_version()).model_info(
+            repo_id, revision=revision)
+    except RepositoryNotFoundError as exc:
+        raise type(exc)(f"Repository Not Found: {repo_id} is neither a local directory nor a model repo on the "
+                        "Hub that you can see (private or gated: log in with `hf auth login`)",
+                        response=exc.response) from exc
+    except RevisionNotFoundError as exc:
+        raise type(exc)(f"{repo_id}: no revision {revision!r} (branch, tag or commit) on the Hub",
+                        response=exc.response) from exc
+    except NETWORK_ERRORS as exc:
+        logger.warning("the Hub is unreachable (%s); loading %s from the local Hub cache",
+                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__, repo_id)
+        return None
+    return [s.rfilename for s in info.siblings or []]
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> Path:
@@ -167,33 +179,13 @@ def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | os.Pat
         ) from exc
 
 
-def _remember_revision(repo_id: str, revision: str | None, sha: str | None,
-                       cache_dir: str | os.PathLike | None) -> None:
-    """Record ``revision -> sha`` in the Hub cache's ``refs/`` (what ``hf_hub_download`` does for a branch or
-    tag), so an offline load of the same revision finds the snapshot we just downloaded by its commit."""
-    name = revision or "main"
-    if not sha or name == sha:
-        return
-    storage = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
-    ref = storage / "refs" / name
-    try:
-        if ref.is_file() and ref.read_text().strip() == sha:
-            return
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-        tmp.write_text(sha)
-        os.replace(tmp, ref)
-    except OSError as exc:  # a read-only cache: offline loads then need the commit sha
-        logger.debug("could not record %s@%s -> %s in the Hub cache: %s", repo_id, name, sha, exc)
-
-
-def _detect_form(files: list[str], fetch: Any, where: str) -> str:
+def _detect_form(files: list[str], root: Path, where: str) -> str:
     if ADAPTER_CONFIG_FILE in files:
         return "adapter"
     if "config.json" not in files:
         raise ValueError(f"{where}: neither config.json nor {ADAPTER_CONFIG_FILE}: not a published model "
                          f"(files: {sorted(files)})")
-    config = json.loads(Path(fetch("config.json")).read_text(encoding="utf-8"))
+    config = json.loads((root / "config.json").read_text(encoding="utf-8"))
     return "full" if config.get("model_type") == "gcl" else "backbone"
 
 
@@ -212,19 +204,15 @@ def _check_weights(files: list[str], stems: tuple[str, ...], where: str, allow_p
         raise OSError(f"{where}: no weights found (expected {stems[0]}.safetensors; files: {sorted(files)})")
 
 
-def _read_settings(files: list[str], fetch: Any) -> dict[str, Any]:
-    return read_settings(fetch(GCL_SETTINGS_FILE)) if GCL_SETTINGS_FILE in files else {}
+def _read_settings(files: list[str], root: Path) -> dict[str, Any]:
+    return read_settings(str(root / GCL_SETTINGS_FILE)) if GCL_SETTINGS_FILE in files else {}
 
 
-def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, token: str | bool | None,
+def _load_adapter(files: list[str], root: Path, where: str, allow_pickle: bool, token: str | bool | None,
                   cache_dir: Any) -> GCLModel:
     """The base model named in ``adapter_config.json``, wrapped with the saved GCL settings, with the adapter
-    directory attached (its files fetched from one snapshot, so they sit together in one local directory)."""
-    weights = [f for f in ADAPTER_WEIGHTS_FILES if f in files][:1]  # safetensors when there (see _check_weights)
-    for filename in (*weights, GCL_SETTINGS_FILE, GCL_EXTRA_WEIGHTS_FILE):
-        if filename in files:
-            fetch(filename)
-    config_path = Path(fetch(ADAPTER_CONFIG_FILE))
+    directory (one snapshot, or the local directory) attached."""
+    config_path = root / ADAPTER_CONFIG_FILE
     adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
     base_id = adapter_config.get("base_model_name_or_path")
     if not base_id:
@@ -232,15 +220,14 @@ def _load_adapter(files: list[str], fetch: Any, where: str, allow_pickle: bool, 
     base_revision = adapter_config.get("revision")
     hub_kwargs: dict[str, Any] = {}
     if not Path(base_id).is_dir():
-        base_files, base_sha, snapshot = _resolve(base_id, base_revision, token=token, cache_dir=cache_dir)
+        base_root, base_files, _ = _snapshot(base_id, base_revision, token=token, cache_dir=cache_dir,
+                                             allow_pickle=allow_pickle)
         _check_weights(base_files, ("model",), f"base model {base_id}@{base_revision or 'main'}", allow_pickle)
-        hub_kwargs = {"revision": base_sha, "token": token, "cache_dir": cache_dir, "local_files_only": bool(snapshot)}
+        hub_kwargs = {"revision": base_root.name, "token": token, "cache_dir": cache_dir, "local_files_only": True}
     backbone = load_backbone(base_id, allow_pickle=allow_pickle, **hub_kwargs)
-    if hub_kwargs and not hub_kwargs["local_files_only"]:
-        _remember_revision(base_id, base_revision, hub_kwargs["revision"], cache_dir)
-    model = GCLModel.from_backbone(backbone, **_read_settings(files, fetch))
+    model = GCLModel.from_backbone(backbone, **_read_settings(files, root))
     return load_adapter(model, config_path.parent, is_trainable=True, name=where, allow_pickle=allow_pickle)
 
 
 __all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "check_model_available",
-           "load"]
+           "library_version", "load"]

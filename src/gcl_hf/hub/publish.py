@@ -20,7 +20,6 @@ Loading reads safetensors only (pickle weights are refused unless ``allow_pickle
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import tempfile
@@ -29,8 +28,6 @@ from typing import Any
 
 from huggingface_hub import (
     CommitInfo,
-    CommitOperationAdd,
-    CommitOperationDelete,
     HfApi,
     get_token,
 )
@@ -43,7 +40,7 @@ from gcl_hf.hub.adapter import (
     write_settings,
 )
 from gcl_hf.hub.card import FORMS, build_model_card, hub_id_or_none
-from gcl_hf.hub.loading import NETWORK_ERRORS, PICKLE_SUFFIXES, _version
+from gcl_hf.hub.loading import NETWORK_ERRORS, PICKLE_SUFFIXES, library_version
 from gcl_hf.modeling.backbone import is_peft_model
 from gcl_hf.modeling.model import GCLModel
 
@@ -164,7 +161,7 @@ def publish(
     if secret is None:
         raise LocalTokenNotFoundError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (a write token)")
     _refuse_text_with_token({"commit_message": commit_message, "commit_description": commit_description}, secret)
-    api = HfApi(token=token, library_name="gcl-hf", library_version=_version())
+    api = HfApi(token=token, library_name="gcl-hf", library_version=library_version())
     try:
         user = api.whoami()  # the Hub reachable and the token valid, before anything is built
     except NETWORK_ERRORS as exc:
@@ -183,20 +180,12 @@ def publish(
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if revision is not None and revision != "main" and not create_pr:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        added = {p.relative_to(folder).as_posix() for p in files}
-        existing = api.list_repo_files(repo_id, revision=None if create_pr else revision)
-        operations: list[Any] = [
-            CommitOperationDelete(path)
-            for path in existing
-            if path not in added and any(fnmatch.fnmatch(path, pat) for pat in _REPLACED_PATTERNS)
-        ]
-        operations += [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
-                       for p in files]
-        commit = api.create_commit(
-            repo_id, operations, revision=revision, create_pr=create_pr,
+        # one commit: the new files, and the stale weights/adapter files of another form deleted (a file that is
+        # uploaded again is not deleted: huggingface_hub drops those deletions itself)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
             commit_message=commit_message or f"Upload GCL model ({form}) with gcl-hf",
-            commit_description=commit_description,
+            commit_description=commit_description, delete_patterns=list(_REPLACED_PATTERNS),
         )
     logger.info("published %s form of the model to %s (revision %s): %s", form, repo_id, revision or "main",
                 commit.commit_url)

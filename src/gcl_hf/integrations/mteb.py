@@ -28,6 +28,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from tqdm.auto import tqdm
 
 from gcl_hf.modeling.encode import find_processor
+from gcl_hf.modeling.engine import infer_modality
 from gcl_hf.modeling.model import GCLModel
 
 if TYPE_CHECKING:
@@ -102,20 +103,24 @@ def batch_items(batch: dict[str, Any], *, offset: int = 0, task: str = "task") -
     """The ``GCLModel.encode`` items of one mteb batch: a row with an image and a non-empty text is fused, a row
     with one of them is that modality; a row with neither raises a `ValueError` naming the task and the row."""
     images, texts = batch.get("image"), batch.get("text")
-    size = len(images) if images is not None else len(texts) if texts is not None else 0
+    if images is None and texts is None:
+        size = max((len(v) for v in batch.values() if hasattr(v, "__len__")), default=0)
+        if size:  # never 0 embeddings for rows that exist: mteb would score a task on nothing
+            raise ValueError(f"{task}: rows {offset}-{offset + size - 1} have no 'image' or 'text' column "
+                             f"(columns {sorted(batch)}); gcl-hf encodes images, texts or both")
+        return []
+    size = len(images) if images is not None else len(texts)
     items: list[Any] = []
     for i in range(size):
         image = images[i] if images is not None else None
         text = texts[i] if texts is not None else None
-        has_text = isinstance(text, str) and bool(text.strip())
-        if image is not None and has_text:
-            items.append({"image": image, "text": text})
-        elif image is not None:
-            items.append({"image": image})
-        elif has_text:
-            items.append({"text": text})
-        else:
-            raise ValueError(f"{task}: row {offset + i} has neither an image nor a text (columns {sorted(batch)})")
+        try:
+            modality = infer_modality(image, text)
+        except ValueError:
+            raise ValueError(f"{task}: row {offset + i} has neither an image nor a text (columns {sorted(batch)})"
+                             ) from None
+        keep = ("image", "text") if modality == "fused" else (modality,)
+        items.append({key: {"image": image, "text": text}[key] for key in keep})
     return items
 
 

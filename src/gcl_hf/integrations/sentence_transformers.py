@@ -28,8 +28,9 @@ def encode_fused(
     model takes them (the full form), else the ``fusion`` of its raw image and text outputs (the backbone form:
     ``"sum"`` = ``normalize(image_features + text_features)``, ``"mean"`` = mean of the normalised ones)."""
     import torch
-    import torch.nn.functional as F
     from sentence_transformers.util import batch_to_device
+
+    from gcl_hf.modeling.fusion import fuse
 
     pairs = []
     for i, item in enumerate(items):
@@ -52,9 +53,6 @@ def encode_fused(
             for inputs in ([im for im, _ in chunk], [tx for _, tx in chunk]):
                 features = batch_to_device(model.preprocess(inputs), model.device)
                 raw.append(tower(features)[tower.module_output_name])
-            image, text = raw
-            if fusion == "mean":
-                image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-            chunks.append(F.normalize(image + text, dim=-1).float().cpu())
+            chunks.append(fuse(fusion, *raw).float().cpu())
     out = torch.cat(chunks) if chunks else torch.empty(0, model.get_embedding_dimension())
     return out.numpy() if convert_to_numpy else out

@@ -16,25 +16,21 @@ model's; it is cached on the model once found.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from gcl_hf.data.images import IMAGE_SUFFIXES
+from gcl_hf.modeling.engine import infer_modality
 
 __all__ = ["IMAGE_EXTENSIONS", "EncodeMixin", "ProcessorNotFoundError", "classify_input", "find_processor"]
 
-logger = logging.getLogger(__name__)
 
 #: A string ending with one of these (case-insensitive) is read as an image path, not as text.
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # one list, owned by gcl_hf.data.images
-_MODALITIES = ("image", "text", "fused")
 _EXPECTED = "expected str, PIL image, path, dict or (image, text) tuple"
 
 
@@ -76,8 +72,10 @@ def classify_input(item: Any, index: int) -> tuple[str, Any, str | None]:
             raise TypeError(f"{where}['text']: expected str, got {_type_name(text)}")
         if image is not None and not _is_image_source(image):
             raise TypeError(f"{where}['image']: expected a PIL image, path or array, got {_type_name(image)}")
-        modality = "fused" if image is not None and text is not None else ("image" if image is not None else "text")
-        return modality, image, text
+        try:
+            return infer_modality(image, text), image, text
+        except ValueError:
+            raise ValueError(f"{where}: neither a text nor an image (a blank text is no text)") from None
     if isinstance(item, tuple):
         if len(item) != 2:
             raise ValueError(f"{where}: a fused item is an (image, text) tuple, got a tuple of {len(item)} items")
@@ -162,8 +160,7 @@ class EncodeMixin:
         ``device`` moves the model there first. A single item (not in a list) gives a ``[1, D]`` result. The
         progress bar shows by default when there are more than 8 batches.
         """
-        from gcl_hf.data.collator import GCLCollator
-        from gcl_hf.data.images import open_image
+        from gcl_hf.modeling.engine import encode_items
 
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to={convert_to!r}: expected 'numpy' or 'torch'")
@@ -178,59 +175,6 @@ class EncodeMixin:
         processor = processor if processor is not None else find_processor(self)
         if device is not None:
             self.to(device)
-        param = next(self.parameters())
-        run_device, dtype = param.device, param.dtype
-        if not items:
-            empty = torch.empty(0, self.embedding_dim, device=run_device, dtype=dtype)
-            return empty if convert_to == "torch" else empty.float().cpu().numpy()
-        collator = GCLCollator.for_model(self, processor)
-        text_kwargs = {"padding": collator.padding, "truncation": True, "max_length": collator.max_length}
-
-        batches = []
-        for modality in _MODALITIES:
-            rows = [i for i, item in enumerate(items) if item[0] == modality]
-            batches += [(modality, rows[start:start + batch_size]) for start in range(0, len(rows), batch_size)]
-        out: torch.Tensor | None = None
-        show = len(batches) > 8 if show_progress_bar is None else show_progress_bar
-        was_training = self.training
-        self.eval()
-        try:
-            for modality, rows in tqdm(batches, desc="encoding", unit="batch", disable=not show):
-                kwargs: dict[str, Any] = {"return_tensors": "pt"}
-                if modality != "image":
-                    kwargs.update(text=[items[i][2] for i in rows], **text_kwargs)
-                if modality != "text":  # decoded batch by batch: memory holds one batch of images
-                    kwargs["images"] = [open_image(items[i][1], row=f"inputs[{i}]") for i in rows]
-                batch = processor(**kwargs)
-                with torch.inference_mode():
-                    emb = self._encode_batch(modality, batch, run_device, dtype, normalize)
-                if out is None:
-                    out = torch.empty(len(items), emb.shape[-1], device=emb.device, dtype=emb.dtype)
-                out[torch.as_tensor(rows, device=emb.device)] = emb
-        finally:
-            self.train(was_training)
+        show = -(-len(items) // batch_size) > 8 if show_progress_bar is None else show_progress_bar
+        out = encode_items(self, processor, items, batch_size=batch_size, normalize=normalize, show_progress=show)
         return out if convert_to == "torch" else out.float().cpu().numpy()
-
-    def _encode_batch(self, modality: str, batch: Any, device: torch.device, dtype: torch.dtype,
-                      normalize: bool) -> torch.Tensor:
-        if modality != "text":
-            image = self.image_features(batch["pixel_values"].to(device, dtype))
-        if modality != "image":
-            mask = batch.get("attention_mask")
-            text = self.text_features(batch["input_ids"].to(device), mask.to(device) if mask is not None else None)
-        if modality == "image":
-            return F.normalize(image, dim=-1) if normalize else image
-        if modality == "text":
-            return F.normalize(text, dim=-1) if normalize else text
-        if normalize:
-            return self.fuse_features(image, text)
-        return _unnormalized_fusion(self.config.fusion, image, text, self.fusion_head)
-
-
-def _unnormalized_fusion(fusion: str, image: torch.Tensor, text: torch.Tensor, head: Any) -> torch.Tensor:
-    """The fused vector before `gcl_hf.modeling.fusion.fuse` normalises it (kept in step by a test)."""
-    if fusion == "sum":
-        return image + text
-    if fusion == "mean":
-        return (F.normalize(image, dim=-1) + F.normalize(text, dim=-1)) / 2
-    return head(image, text)

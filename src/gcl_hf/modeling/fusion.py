@@ -17,6 +17,9 @@ from torch import nn
 FUSIONS = ("sum", "mean", "mlp", "backbone")
 #: The method a backbone defines to embed fused items itself (raw, un-normalised features like its towers').
 FUSED_ENCODER_METHOD = "get_fused_features"
+#: Optional: one call returning raw ``(image, text, fused)`` features of image–text pairs, for a backbone whose
+#: fused encoder can reuse its image encoding (VISTA runs its ViT once for the image and the fused embedding).
+ALL_FEATURES_METHOD = "get_image_text_fused_features"
 
 
 def has_fused_encoder(backbone: nn.Module) -> bool:
@@ -49,9 +52,10 @@ class FusionMLP(nn.Module):
 
 
 def fuse(
-    fusion: str, image: torch.Tensor, text: torch.Tensor, head: FusionMLP | None = None
+    fusion: str, image: torch.Tensor, text: torch.Tensor, head: FusionMLP | None = None, *, normalize: bool = True
 ) -> torch.Tensor:
-    """Fuse raw (un-normalised) image and text projections into one L2-normalised embedding."""
+    """Fuse raw (un-normalised) image and text projections into one embedding, L2-normalised unless
+    ``normalize=False`` (then the fused vector before its normalisation, e.g. ``image + text`` for ``"sum"``)."""
     if image.shape != text.shape:
         raise ValueError(
             f"fusion needs one image per text: got image features {tuple(image.shape)} "
@@ -69,4 +73,4 @@ def fuse(
         raise ValueError("fusion='backbone' embeds fused items with the backbone's get_fused_features, not its towers")
     else:
         raise ValueError(f"unknown fusion {fusion!r}: expected one of {FUSIONS}")
-    return F.normalize(fused, dim=-1)
+    return F.normalize(fused, dim=-1) if normalize else fused

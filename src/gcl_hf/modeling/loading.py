@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PICKLE_SUFFIXES", "UnsafeWeightsError", "explain_unsafe", "load_backbone", "load_processor",
-           "safe_loading_kwargs"]
+__all__ = ["PICKLE_SUFFIXES", "IncompleteModelError", "RemoteCodeError", "UnsafeWeightsError", "check_can_tokenize",
+           "explain_remote_code", "explain_unsafe", "load_backbone", "load_processor", "safe_loading_kwargs"]
 
 #: Weight-file suffixes that are (or may be) Python pickles.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -74,16 +74,68 @@ def load_backbone(
     """``AutoModel.from_pretrained`` of a CLIP-like checkpoint under the loading policy."""
     from transformers import AutoModel
 
-    with explain_unsafe(name_or_path, allow_pickle):
+    with explain_unsafe(name_or_path, allow_pickle), explain_remote_code(name_or_path):
         return AutoModel.from_pretrained(
             name_or_path, revision=revision, **safe_loading_kwargs(kwargs, allow_pickle=allow_pickle)
         )
 
 
 def load_processor(name_or_path: str | os.PathLike, *, revision: str | None = None, **kwargs: Any) -> Any:
-    """``AutoProcessor.from_pretrained`` under the loading policy (never remote code, never a prompt)."""
+    """``AutoProcessor.from_pretrained`` under the loading policy (never remote code, never a prompt), refusing a
+    processor that cannot tokenize (a directory without tokenizer files loads as an empty vocabulary, which maps
+    every text of one length to the same ids) with :class:`IncompleteModelError`."""
     from transformers import AutoProcessor
 
     if kwargs.pop("trust_remote_code", False):
         raise ValueError("gcl-hf never loads remote code: trust_remote_code=True is not supported")
-    return AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=False, **kwargs)
+    with explain_remote_code(name_or_path):
+        processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=False, **kwargs)
+    check_can_tokenize(processor, name_or_path)
+    return processor
+
+
+class IncompleteModelError(OSError):
+    """A model or processor directory that loads but lacks what it needs to compute (e.g. tokenizer files)."""
+
+
+class RemoteCodeError(OSError):
+    """A checkpoint whose classes exist only as custom code in the repo, which gcl-hf never runs."""
+
+
+#: a text whose words any real vocabulary (word pieces, BPE, bytes) tokenizes to non-special ids
+_PROBE = "a photo of a dog"
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
+                    "sentencepiece.bpe.model")
+
+
+def check_can_tokenize(processor: Any, name_or_path: str | os.PathLike) -> None:
+    """Raise :class:`IncompleteModelError` naming ``name_or_path`` when ``processor`` has a tokenizer that maps a
+    plain text to special/unknown tokens only (no vocabulary: its tokenizer files are missing)."""
+    tokenizer = getattr(processor, "tokenizer", processor if callable(getattr(processor, "encode", None)) else None)
+    if tokenizer is None or not callable(getattr(tokenizer, "encode", None)):
+        return
+    ids = tokenizer.encode(_PROBE, add_special_tokens=False)
+    special = set(getattr(tokenizer, "all_special_ids", ()) or ())
+    if ids and not set(ids) <= special:
+        return
+    present = [f for f in _TOKENIZER_FILES if os.path.isfile(os.path.join(os.fspath(name_or_path), f))]
+    missing = "" if present else f" (no {', '.join(_TOKENIZER_FILES[:3])}, ...)"
+    raise IncompleteModelError(
+        f"{os.fspath(name_or_path)}: the processor cannot tokenize: its tokenizer has {len(tokenizer)} tokens, all "
+        f"special{missing}; copy the base model's tokenizer files into this directory, or pass the processor "
+        "(--processor) of the model it was trained from")
+
+
+@contextlib.contextmanager
+def explain_remote_code(name: str | os.PathLike) -> Iterator[None]:
+    """Turn transformers' "pass trust_remote_code=True" refusal into a :class:`RemoteCodeError` that does not
+    suggest an option gcl-hf never accepts."""
+    try:
+        yield
+    except (ValueError, OSError) as err:
+        if "trust_remote_code" not in str(err) or isinstance(err, RemoteCodeError):
+            raise
+        raise RemoteCodeError(
+            f"{os.fspath(name)}: its config names classes that exist only as custom code in the repository "
+            "(auto_map), and gcl-hf never runs a checkpoint's code; use a checkpoint of a model class that "
+            "transformers implements") from None

@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
-from gcl_hf.modeling.backbone import is_peft_model
+from gcl_hf.modeling.backbone import BackboneFamily, family_of, is_peft_model
 
 __all__ = ["LoraMixin", "check_lora_targets"]
 
@@ -36,6 +36,12 @@ def check_lora_targets(backbone: Any, targets: Any) -> None:
 class LoraMixin:
     """`GCLModel`'s LoRA methods (the adapter config is kept in ``config.lora_config`` so that an unmerged model
     round-trips through ``save_pretrained`` / ``from_pretrained``)."""
+
+    @property
+    def family(self) -> BackboneFamily:
+        """The backbone family's defaults (LoRA target modules, text padding and length, ...; see
+        ``gcl_hf.modeling.backbone.FAMILIES``)."""
+        return family_of(self.config.backbone_config)
 
     def _wrap_lora(self, lora_config: dict[str, Any]) -> None:
         from peft import LoraConfig, get_peft_model

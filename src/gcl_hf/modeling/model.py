@@ -6,7 +6,8 @@ import copy
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +21,25 @@ from gcl_hf.modeling.backbone import (
     embedding_dim,
     is_peft_model,
     pooled_features,
+    split_inputs,
 )
 from gcl_hf.modeling.configuration import GCLConfig
 from gcl_hf.modeling.encode import EncodeMixin
 from gcl_hf.modeling.fusion import (
+    ALL_FEATURES_METHOD,
     FUSED_ENCODER_METHOD,
     FusionMLP,
     fuse,
     has_fused_encoder,
 )
 from gcl_hf.modeling.lora import LoraMixin
+from gcl_hf.modeling.publishing import PublishingMixin
 
 logger = logging.getLogger(__name__)
+
+#: The three kinds of item gcl-hf embeds (one vocabulary inside the library).
+Modality = Literal["image", "text", "fused"]
+MODALITIES: tuple[str, ...] = ("image", "text", "fused")
 
 #: CLIP clamps its learned temperature so that the multiplier never exceeds 100.
 MAX_LOGIT_SCALE = 100.0
@@ -67,7 +75,7 @@ class GCLPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
-class GCLModel(EncodeMixin, LoraMixin, GCLPreTrainedModel):
+class GCLModel(EncodeMixin, LoraMixin, PublishingMixin, GCLPreTrainedModel):
     """A CLIP-like backbone that embeds images, texts and fused image+text items into one space.
 
     Build one with :meth:`from_backbone` (wrap a model or a checkpoint name) or ``from_pretrained`` (a saved
@@ -164,55 +172,102 @@ class GCLModel(EncodeMixin, LoraMixin, GCLPreTrainedModel):
         return self.log_logit_scale_param.exp().clamp(max=MAX_LOGIT_SCALE).reshape(())
 
     # ------------------------------------------------------------------ encoders
-    def image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Raw (un-normalised) projected image features."""
-        return pooled_features(self.backbone.get_image_features(pixel_values=pixel_values, **kwargs))
+    # Processor outputs are routed by what they are (`split_inputs`): the image processor's (``pixel_values``,
+    # SigLIP 2's ``pixel_attention_mask`` / ``spatial_shapes``) to the image tower, the tokenizer's to the text
+    # tower, both to a backbone's own fused encoder.
+    def image_features(self, pixel_values: torch.Tensor, **image_inputs: Any) -> torch.Tensor:
+        """Raw (un-normalised) projected image features; ``image_inputs`` are the image processor's other outputs."""
+        return pooled_features(self.backbone.get_image_features(pixel_values=pixel_values, **image_inputs))
 
     def text_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **text_inputs: Any
     ) -> torch.Tensor:
         """Raw (un-normalised) projected text features."""
         return pooled_features(
-            self.backbone.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            self.backbone.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **text_inputs)
         )
 
-    def fuse_features(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Fused, L2-normalised embedding from raw image and text features (``config.fusion``)."""
-        return fuse(self.config.fusion, image_features, text_features, self.fusion_head)
+    def fuse_features(
+        self, image_features: torch.Tensor, text_features: torch.Tensor, *, normalize: bool = True
+    ) -> torch.Tensor:
+        """Fused embedding from raw image and text features (``config.fusion``), L2-normalised unless
+        ``normalize=False``."""
+        return fuse(self.config.fusion, image_features, text_features, self.fusion_head, normalize=normalize)
 
     def fused_features(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-        **kwargs: Any,
+        **inputs: Any,
     ) -> torch.Tensor:
-        """Raw fused features from the backbone's own fused encoder (``fusion="backbone"``)."""
+        """Raw fused features from the backbone's own fused encoder (``fusion="backbone"``), given every
+        image-processor and tokenizer output."""
         method = getattr(self.backbone, FUSED_ENCODER_METHOD)
         return pooled_features(method(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                                      **kwargs))
+                                      **inputs))
 
-    def encode_image(self, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def _all_features(
+        self, image_inputs: dict[str, Any], text_inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Raw image and text features of paired inputs, and raw fused features when ``fusion="backbone"`` (one
+        backbone call when it offers ``get_image_text_fused_features``, so its image encoder runs once)."""
+        _check_pairing(image_inputs["pixel_values"], text_inputs["input_ids"])
+        if self.config.fusion != "backbone":
+            return self.image_features(**image_inputs), self.text_features(**text_inputs), None
+        all_features = getattr(self.backbone, ALL_FEATURES_METHOD, None)
+        if callable(all_features):
+            image, text, fused = (pooled_features(f) for f in all_features(**image_inputs, **text_inputs))
+            return image, text, fused
+        return (self.image_features(**image_inputs), self.text_features(**text_inputs),
+                self.fused_features(**image_inputs, **text_inputs))
+
+    # SigLIP 2's NaFlex inputs are named: sentence-transformers passes a method only the parameters it names
+    def encode_image(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None = None,
+                     spatial_shapes: torch.Tensor | None = None, **image_inputs: Any) -> torch.Tensor:
         """L2-normalised image embeddings ``[N, D]``."""
-        return F.normalize(self.image_features(pixel_values, **kwargs), dim=-1)
+        return self.embed({"pixel_values": pixel_values, "pixel_attention_mask": pixel_attention_mask,
+                           "spatial_shapes": spatial_shapes, **image_inputs}, "image")
 
     def encode_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **text_inputs: Any
     ) -> torch.Tensor:
         """L2-normalised text embeddings ``[N, D]``."""
-        return F.normalize(self.text_features(input_ids, attention_mask, **kwargs), dim=-1)
+        return F.normalize(self.text_features(input_ids, attention_mask, **text_inputs), dim=-1)
 
-    def encode_fused(
-        self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        **kwargs: Any,
+    def encode_fused(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
+                     spatial_shapes: torch.Tensor | None = None, **inputs: Any) -> torch.Tensor:
+        """L2-normalised embeddings ``[N, D]`` of fused items (image n together with text n); ``inputs`` are the
+        processor's other outputs, each routed to the tower it belongs to."""
+        return self.embed({"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
+                           "pixel_attention_mask": pixel_attention_mask, "spatial_shapes": spatial_shapes,
+                           **inputs}, "fused")
+
+    def embed(
+        self, inputs: Mapping[str, Any], modality: Modality, *, normalize: bool = True
     ) -> torch.Tensor:
-        """L2-normalised embeddings ``[N, D]`` of fused items (image n together with text n)."""
-        _check_pairing(pixel_values, input_ids)
-        if self.config.fusion == "backbone":
-            return F.normalize(self.fused_features(pixel_values, input_ids, attention_mask, **kwargs), dim=-1)
-        return self.fuse_features(
-            self.image_features(pixel_values), self.text_features(input_ids, attention_mask, **kwargs)
+        """Embeddings ``[N, D]`` of one processed batch of ``modality`` items: the one per-batch step every
+        encoding path (``encode``, datasets, the index, the integrations) runs.
+
+        ``inputs`` is the processor's output as it is (tensors on any device: they are moved to the model's, float
+        tensors cast to its dtype); each entry goes to the tower it belongs to. ``normalize=False`` gives the raw
+        projections (for fused items: the fusion vector before its normalisation).
+        """
+        if modality not in MODALITIES:
+            raise ValueError(f"modality={modality!r}: expected one of {MODALITIES}")
+        param = next(self.parameters())
+        image_inputs, text_inputs = split_inputs(
+            {k: _to(v, param.device, param.dtype) for k, v in inputs.items()}
         )
+        if modality == "image":
+            features = self.image_features(**image_inputs)
+        elif modality == "text":
+            features = self.text_features(**text_inputs)
+        else:
+            _check_pairing(image_inputs["pixel_values"], text_inputs["input_ids"])
+            if self.config.fusion != "backbone":
+                return self.fuse_features(self.image_features(**image_inputs), self.text_features(**text_inputs),
+                                          normalize=normalize)
+            features = self.fused_features(**image_inputs, **text_inputs)
+        return F.normalize(features, dim=-1) if normalize else features
 
     def forward(
         self,
@@ -220,24 +275,29 @@ class GCLModel(EncodeMixin, LoraMixin, GCLPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        **text_kwargs: Any,
+        **inputs: Any,
     ) -> GCLOutput:
         """Embed a batch of image–caption pairs; with ``return_loss=True`` also compute the GCL loss.
 
-        The fused embedding of pair n reuses image n's and caption n's tower outputs (no third encoder pass),
-        except with ``fusion="backbone"``, where the backbone's own fused encoder runs.
+        ``inputs`` are the processor's other outputs (e.g. SigLIP 2's ``pixel_attention_mask`` and
+        ``spatial_shapes``, a tokenizer's ``token_type_ids``), each routed to the tower it belongs to. The fused
+        embedding of pair n reuses image n's and caption n's tower outputs (no third encoder pass), except with
+        ``fusion="backbone"``, where the backbone's own fused encoder runs (once with the image encoder when the
+        backbone offers ``get_image_text_fused_features``).
         """
         if pixel_values is None and input_ids is None:
             raise ValueError("GCLModel.forward needs pixel_values, input_ids or both")
-        image = self.image_features(pixel_values) if pixel_values is not None else None
-        text = self.text_features(input_ids, attention_mask, **text_kwargs) if input_ids is not None else None
-        fused = None
-        if image is not None and text is not None:
-            _check_pairing(pixel_values, input_ids)
-            if self.config.fusion == "backbone":
-                fused = F.normalize(self.fused_features(pixel_values, input_ids, attention_mask, **text_kwargs), dim=-1)
-            else:
-                fused = self.fuse_features(image, text)
+        image_inputs, text_inputs = split_inputs(
+            {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask, **inputs}
+        )
+        image = text = fused = None
+        if pixel_values is not None and input_ids is not None:
+            image, text, fused_raw = self._all_features(image_inputs, text_inputs)
+            fused = F.normalize(fused_raw, dim=-1) if fused_raw is not None else self.fuse_features(image, text)
+        elif pixel_values is not None:
+            image = self.image_features(**image_inputs)
+        else:
+            text = self.text_features(**text_inputs)
         image_embeds = F.normalize(image, dim=-1) if image is not None else None
         text_embeds = F.normalize(text, dim=-1) if text is not None else None
         scale = self.logit_scale()
@@ -291,56 +351,17 @@ class GCLModel(EncodeMixin, LoraMixin, GCLPreTrainedModel):
             return_pair_losses=return_pair_losses,
         )
 
-    # ------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """``PreTrainedModel.save_pretrained`` plus, beside the weights, the attached processor (so `encode` finds
-        it) and the sentence-transformers files (so ``SentenceTransformer(directory)`` loads the model)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        self._save_usage_files(save_directory, form="full", **kwargs)
-
-    def _save_usage_files(self, save_directory: str | os.PathLike, *, form: str, **kwargs: Any) -> None:
-        if not kwargs.get("is_main_process", True):
-            return
-        from gcl_hf.modeling.st_format import write_sentence_transformers_files
-
-        if self.processor is not None:
-            self.processor.save_pretrained(save_directory)
-        write_sentence_transformers_files(self, save_directory, form=form)
-
-    # ------------------------------------------------------------------ Hub
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        form: str = "full",
-        processor: Any | None = None,
-        eval_results: Any | None = None,
-        training_info: Any | None = None,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str = "50GB",
-        tags: list[str] | None = None,
-        **card_kwargs: Any,
-    ) -> str:
-        """Publish with a GCL model card: ``form`` is ``"full"``, ``"adapter"`` (LoRA only) or ``"backbone"``
-        (the merged plain checkpoint). See :func:`gcl_hf.hub.publish`."""
-        from gcl_hf.hub.publish import publish
-
-        return publish(
-            self, repo_id, form=form, processor=processor, eval_results=eval_results,
-            training_info=training_info, commit_message=commit_message,
-            commit_description=commit_description, private=private, token=token, revision=revision,
-            create_pr=create_pr, max_shard_size=max_shard_size, tags=tags, **card_kwargs,
-        )
-
     def get_input_embeddings(self) -> nn.Module:
         backbone = self._unwrapped_backbone()
         text_model = getattr(backbone, "text_model", backbone)
         return text_model.get_input_embeddings()
+
+
+def _to(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """A processor output on the model's device; floating tensors (pixels) in the model's dtype."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(device, dtype) if value.is_floating_point() else value.to(device)
 
 
 def _check_pairing(pixel_values: torch.Tensor, input_ids: torch.Tensor) -> None:
@@ -351,4 +372,4 @@ def _check_pairing(pixel_values: torch.Tensor, input_ids: torch.Tensor) -> None:
         )
 
 
-__all__ = ["GCLModel", "GCLOutput", "GCLPreTrainedModel"]
+__all__ = ["MODALITIES", "GCLModel", "GCLOutput", "GCLPreTrainedModel", "Modality"]

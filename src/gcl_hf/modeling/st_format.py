@@ -22,6 +22,7 @@ Nothing here needs sentence-transformers at save time: the files are plain JSON.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import typing
 from pathlib import Path
@@ -34,6 +35,10 @@ SENTENCE_TRANSFORMERS_FORMS = ("full", "backbone")
 _TRANSFORMER = "sentence_transformers.base.modules.transformer.Transformer"
 _NORMALIZE = "sentence_transformers.base.modules.normalize.Normalize"
 _NORMALIZE_DIR = "1_Normalize"
+#: files that hold a tokenizer's vocabulary (one of them must sit beside a model ST or gcl-hf loads)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model",
+                   "sentencepiece.bpe.model")
+logger = logging.getLogger(__name__)
 
 
 def _output_name(method: Any) -> str | None:
@@ -125,4 +130,8 @@ def write_sentence_transformers_files(model: Any, directory: str | os.PathLike, 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         written.append(path)
+    if not any((Path(directory) / name).is_file() for name in TOKENIZER_FILES):
+        logger.warning("%s: saved without a tokenizer (no %s): sentence-transformers would load an empty vocabulary "
+                       "and gcl-hf refuses it; save the processor there too (processor.save_pretrained(%r), or attach "
+                       "it: model.processor = processor)", directory, ", ".join(TOKENIZER_FILES[:3]), str(directory))
     return written

@@ -1,4 +1,4 @@
-"""Encode a corpus with several processes (``torchrun`` / ``accelerate launch``) into the embedding cache.
+"""Encode with several processes (``torchrun`` / ``accelerate launch``): into the embedding cache, or in memory.
 
 Every process runs :func:`encode_corpus_distributed` on the same model, processor and dataset: each
 encodes its share of the cache's shards (shard ``n`` goes to process ``n % world_size``, see
@@ -6,6 +6,9 @@ encodes its share of the cache's shards (shard ``n`` goes to process ``n % world
 memory-maps the complete set. The result equals a one-process run (same rows, same order), is keyed on
 disk by a fingerprint of model + processor + dataset, and resumes after a crash: shards already
 written are skipped, whatever the number of processes of the new run.
+
+:func:`encode_dataset_sharded` is the in-memory form (the trainer's retrieval evaluation): each process encodes a
+contiguous shard of the rows and every process receives all of them, in order.
 
 The process group is accelerate's ``PartialState`` (torchrun, ``accelerate launch``, MPI launchers; ``gloo`` on
 CPU, NCCL on GPUs); a group the caller already initialised is used as is.
@@ -23,25 +26,27 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from accelerate.utils import gather_object
 
-from gcl_hf.retrieval.embedding_cache import (
-    CorpusEmbeddings,
-    encode_corpus,
-    load_cached,
-)
+from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus, load_cached
+from gcl_hf.retrieval.encoding import encode_dataset
 
 __all__ = [
     "DistributedEncoding",
     "ProcessInfo",
+    "ShardedEncoding",
     "barrier",
     "encode_corpus_distributed",
+    "encode_dataset_sharded",
     "init_distributed",
     "main_process_first",
     "process_device",
     "process_info",
+    "shard_rows",
 ]
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -218,3 +223,48 @@ def encode_corpus_distributed(
         )
     embeddings = part if part.complete else _assemble(part.directory)
     return DistributedEncoding(embeddings, part.directory.name, [rows for _, rows in gathered], seconds)
+
+
+@dataclass
+class ShardedEncoding:
+    """The outcome of :func:`encode_dataset_sharded` (the same on every process): ``embeddings`` ``[N, D]``
+    (float32, CPU, dataset order) and ``encoded_rows``, the rows each process encoded (rank order)."""
+
+    embeddings: torch.Tensor
+    encoded_rows: list[int]
+
+
+def shard_rows(num_rows: int, rank: int, world_size: int) -> range:
+    """The contiguous rows process ``rank`` of ``world_size`` encodes (shard sizes differ by at most one)."""
+    return range(rank * num_rows // world_size, (rank + 1) * num_rows // world_size)
+
+
+def _all_gather_rows(part: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Every process's ``part`` (``sizes[r]`` rows on rank ``r``), concatenated in rank order, on every process."""
+    import torch.distributed as dist
+
+    device = _state().device  # the collective's device: CPU under gloo, this process's GPU under NCCL
+    padded = torch.zeros(max(sizes), part.shape[1], dtype=torch.float32, device=device)
+    padded[: len(part)] = part.to(device)
+    chunks = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(chunks, padded)
+    return torch.cat([chunk[:n] for chunk, n in zip(chunks, sizes)]).cpu()
+
+
+def encode_dataset_sharded(model: Any, processor: Any, dataset: datasets.Dataset, *, show_progress: bool = True,
+                           **kwargs: Any) -> ShardedEncoding:
+    """:func:`~gcl_hf.retrieval.encoding.encode_dataset` split over the processes of the launch: each encodes
+    its :func:`shard_rows` (progress on rank 0 only), then every process gets all ``len(dataset)`` rows in order,
+    equal to a one-process run. Call it on every process with the same dataset; ``kwargs`` are
+    ``encode_dataset``'s."""
+    info = init_distributed()
+    if info.world_size == 1:
+        out = encode_dataset(model, processor, dataset, show_progress=show_progress, **kwargs)
+        return ShardedEncoding(out, [len(out)])
+    rows = shard_rows(len(dataset), info.rank, info.world_size)
+    part = encode_dataset(model, processor, dataset, rows=np.arange(rows.start, rows.stop),
+                          show_progress=show_progress and info.is_main, **kwargs)
+    sizes = [len(shard_rows(len(dataset), r, info.world_size)) for r in range(info.world_size)]
+    if not len(dataset):
+        return ShardedEncoding(part, sizes)
+    return ShardedEncoding(_all_gather_rows(part, sizes), sizes)

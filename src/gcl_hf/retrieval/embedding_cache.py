@@ -2,8 +2,9 @@
 
 :func:`encode_corpus` writes ``[N, D]`` float32 embeddings as ``.npy`` shards under
 ``cache_dir/<key>/``, where the key hashes the model weights and config, the processor's
-configuration and the dataset's content (the columns encoding reads: ``id``, ``text``, ``image``,
-``modality``, ``frames``, ``frame_weights``; image *paths* are hashed, not the image files). A
+configuration and kwargs, and the dataset's identity (its length, columns and ids). What the rows *hold* is
+keyed shard by shard: each shard's sidecar records the digest of its rows' texts and image bytes (image files
+are read, so a picture replaced under the same name is re-encoded, and only its shard). A
 second call with the same inputs reads the shards (memory-mapped, so a pool larger than RAM is
 fine); a call interrupted mid-way resumes at the first missing shard. Several processes may split the
 shards (``process_index`` / ``num_processes``) and a final call in any process assembles them.
@@ -33,8 +34,8 @@ import numpy as np
 import torch
 
 from gcl_hf.errors import RecordError
-from gcl_hf.retrieval.fingerprints import (_hasher, dataset_fingerprint, model_fingerprint,
-                                           processor_fingerprint)
+from gcl_hf.retrieval.fingerprints import (hasher, dataset_fingerprint, dataset_identity, model_fingerprint,
+                                           processor_fingerprint, rows_content_digest)
 from gcl_hf.retrieval.encoding import EncodingError, encode_dataset
 
 __all__ = ["CorpusEmbeddings", "EmbeddingCacheError", "cache_key", "dataset_fingerprint", "encode_corpus", "load_cached",
@@ -43,19 +44,27 @@ __all__ = ["CorpusEmbeddings", "EmbeddingCacheError", "cache_key", "dataset_fing
 logger = logging.getLogger(__name__)
 
 #: Bumped when the cache layout or the encoding semantics change (2: per-shard sidecars with checksums and ids;
-#: 3: fingerprints stable across save/load, SigLIP texts padded as in training).
-CACHE_VERSION = 3
+#: 3: fingerprints stable across save/load, SigLIP texts padded as in training; 4: the key holds the dataset's
+#: identity, each sidecar the digest of its rows' content, image bytes included).
+CACHE_VERSION = 4
+#: the ``format`` of a cache's ``meta.json``: what marks a directory as gcl-hf's own
+CACHE_FORMAT = "gcl-embedding-cache"
 
 
 def cache_key(model: torch.nn.Module, processor: Any, dataset: datasets.Dataset,
               processor_kwargs: dict[str, Any] | None = None) -> str:
-    """The cache directory name for these inputs (model, processor, dataset fingerprints)."""
-    h = _hasher()
+    """The cache directory name for these inputs (model and processor fingerprints, processor kwargs, the
+    dataset's identity: length, columns, ids; the rows' content is checked shard by shard)."""
+    h = hasher()
     for part in (f"v{CACHE_VERSION}", model_fingerprint(model), processor_fingerprint(processor),
-                 dataset_fingerprint(dataset), json.dumps(processor_kwargs or {}, sort_keys=True, default=repr)):
+                 dataset_identity(dataset), json.dumps(processor_kwargs or {}, sort_keys=True, default=repr)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+#: why a shard whose rows changed (an edited text, a replaced image file) is re-encoded
+CONTENT_CHANGED = "the texts or image bytes of its rows changed since it was encoded"
 
 
 class EmbeddingCacheError(RecordError):
@@ -162,7 +171,7 @@ def atomic_write(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def _write_shard(path: Path, array: np.ndarray, start: int, ids: list[Any]) -> None:
+def _write_shard(path: Path, array: np.ndarray, start: int, ids: list[Any], content: str | None = None) -> None:
     """Write a shard, then its sidecar; refuse non-finite rows (naming the shard, row and id)."""
     array = np.ascontiguousarray(array, dtype=np.float32)
     bad = _first_non_finite(array)
@@ -173,13 +182,14 @@ def _write_shard(path: Path, array: np.ndarray, start: int, ids: list[Any]) -> N
         stale.unlink(missing_ok=True)
     atomic_write(path, lambda fh: np.save(fh, array))
     meta = {"version": CACHE_VERSION, "start": start, "stop": start + len(array), "shape": list(array.shape),
-            "dtype": str(array.dtype), "sha256": _sha256(path), "ids": ids}
+            "dtype": str(array.dtype), "sha256": _sha256(path), "ids": ids, "content": content}
     atomic_write(_sidecar(path), lambda fh: fh.write(json.dumps(meta).encode()))
 
 
-def _verify_shard(path: Path, start: int, stop: int, ids: list[Any] | None) -> tuple[np.ndarray | None, str]:
-    """``(shard, "")`` if the shard at ``path`` may be reused for rows ``start:stop`` (with these ``ids`` when
-    given), else ``(None, why)``; ``why`` is empty when the shard is simply absent."""
+def _verify_shard(path: Path, start: int, stop: int, ids: list[Any] | None,
+                  content: str | None = None) -> tuple[np.ndarray | None, str]:
+    """``(shard, "")`` if the shard at ``path`` may be reused for rows ``start:stop`` (with these ``ids`` and rows'
+    ``content`` digest when given), else ``(None, why)``; ``why`` is empty when the shard is simply absent."""
     if not path.exists():
         return None, ""
     sidecar = _sidecar(path)
@@ -199,6 +209,8 @@ def _verify_shard(path: Path, start: int, stop: int, ids: list[Any] | None) -> t
     if ids is not None and held != ids:
         i = next(i for i, (a, b) in enumerate(zip(held, ids)) if a != b)
         return None, f"ids differ from the dataset's: row {start + i} holds id {held[i]!r}, the dataset has {ids[i]!r}"
+    if content is not None and meta.get("content") != content:
+        return None, CONTENT_CHANGED
     actual, bad = _hash_and_scan(path)  # one read: checksum and finiteness
     if actual != digest:
         return None, "sha256 checksum mismatch: the file changed after it was written"
@@ -244,7 +256,7 @@ def _prepare_meta(meta_path: Path, num_rows: int, shard_size: int) -> None:
                 f"got shard_size={shard_size} for {num_rows} rows (use the same shard_size or another cache_dir)"
             )
         return
-    meta = {"version": CACHE_VERSION, "num_rows": num_rows, "shard_size": shard_size}
+    meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "num_rows": num_rows, "shard_size": shard_size}
     atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
 
 
@@ -306,7 +318,8 @@ def encode_corpus(
     problems: dict[str, str] = {}
     for n, start, stop, path in _shards(directory, len(dataset), shard_size):
         ids = _row_ids(dataset, start, stop)
-        shard, why = _verify_shard(path, start, stop, ids)
+        content = rows_content_digest(dataset, start, stop, image_root)
+        shard, why = _verify_shard(path, start, stop, ids, content)
         if shard is not None:
             shards[n] = shard
             continue
@@ -315,13 +328,13 @@ def encode_corpus(
                 problems[path.name] = why
             continue
         if why:
-            logger.warning("%s: %s; re-encoding it", path, why)
+            (logger.info if why == CONTENT_CHANGED else logger.warning)("%s: %s; re-encoding it", path, why)
         emb = encode_dataset(
             model, processor, dataset, image_root=image_root, batch_size=batch_size, num_workers=num_workers,
             device=device, rows=np.arange(start, stop), processor_kwargs=processor_kwargs,
             show_progress=show_progress, desc=f"{desc} [{n + 1}/{num_shards}]",
         )
-        _write_shard(path, emb.numpy(), start, ids)
+        _write_shard(path, emb.numpy(), start, ids, content)
         shards[n] = np.load(path, mmap_mode="r")
         encoded += stop - start
     missing = tuple(_shard_path(directory, n).name for n in range(num_shards) if n not in shards)
@@ -364,3 +377,17 @@ def _shards(directory: Path, num_rows: int, shard_size: int) -> Iterator[tuple[i
     """``(n, start, stop, path)`` of each shard of a cache of ``num_rows`` rows."""
     for n in range(-(-num_rows // shard_size)):
         yield n, n * shard_size, min((n + 1) * shard_size, num_rows), _shard_path(directory, n)
+
+
+def shard_sidecars(directory: str | os.PathLike) -> tuple[list[Any], list[str]]:
+    """``(ids, sha256s)`` recorded in a cache directory's shard sidecars, in row order (what an index compares
+    its documents and its recorded digest with). Call after :func:`load_cached` found the cache complete."""
+    directory = Path(directory)
+    meta = _read_meta(directory / "meta.json")
+    ids: list[Any] = []
+    digests: list[str] = []
+    for _, _, _, path in _shards(directory, int(meta["num_rows"]), int(meta["shard_size"])):
+        sidecar = json.loads(_sidecar(path).read_text(encoding="utf-8"))
+        ids += sidecar["ids"]
+        digests.append(str(sidecar["sha256"]))
+    return ids, digests

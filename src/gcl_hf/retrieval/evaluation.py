@@ -1,7 +1,8 @@
 """`evaluate_retrieval`: score a model on a :class:`~gcl_hf.benchmarks.task.RetrievalTask`.
 
-Queries and corpus are embedded by modality (:func:`~gcl_hf.retrieval.encoding.encode_dataset`, optionally
-through the on-disk cache :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`), every query is ranked
+Queries and corpus are embedded as :class:`~gcl_hf.retrieval.options.EncodeOptions` say
+(:func:`~gcl_hf.retrieval.options.encode_with`: in memory, through the on-disk cache, or sharded over the processes
+of a launch), every query is ranked
 against the whole pool by exact streaming top-k (:func:`~gcl_hf.retrieval.search.exact_topk`, or a faiss
 flat index), or against its own candidate list when the task has one (MMEB), with the task's
 excluded ids removed (CoVR), and the rankings are scored with the shipped metrics' plain functions
@@ -14,7 +15,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from gcl_hf.retrieval import metrics as _metrics
-from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus
-from gcl_hf.retrieval.encoding import encode_dataset
+from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings
+from gcl_hf.retrieval.options import EncodeOptions, encode_with, parse_ks
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
 
 __all__ = ["TaskRankings", "evaluate_retrieval", "headline_metric", "metric_function", "rank_corpus",
@@ -190,7 +190,7 @@ def headline_metric(task: Any) -> str:
 
 
 def score_rankings(
-    task: Any, rankings: Sequence[Sequence[str]], k: Sequence[int] | int = (1, 5, 10)
+    task: Any, rankings: Sequence[Sequence[str]], k: Sequence[int] | int | str = (1, 5, 10)
 ) -> dict[str, float]:
     """The task's metric (``recall@k`` for each k, or ``precision@1``) for per-query rankings, plus
     ``num_queries``; computed by the shipped metrics' plain functions (what their `evaluate` modules run)."""
@@ -202,8 +202,7 @@ def score_rankings(
     if task.metric in _PRECISION:
         result = metric_function("precision_at_1")(predictions, references)
     else:
-        ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
-        result = metric_function("recall_at_k")(predictions, references, ks)
+        result = metric_function("recall_at_k")(predictions, references, list(parse_ks(k)))
     return {**{name: float(v) for name, v in result.items()}, "num_queries": len(query_ids)}
 
 
@@ -222,34 +221,17 @@ class TaskRankings:
         return {q: dict(zip(i, s)) for q, i, s in zip(self.query_ids, self.ids, self.scores)}
 
 
-def _encode(model: Any, processor: Any, dataset: Any, *, cache_dir: str | os.PathLike | None, desc: str,
-            **kwargs: Any) -> Embeddings:
-    if cache_dir is None:
-        return encode_dataset(model, processor, dataset, desc=desc, **kwargs)
-    return encode_corpus(model, processor, dataset, cache_dir=cache_dir, desc=desc, **kwargs)
-
-
-def _check_ks(k: Sequence[int] | int) -> list[int]:
-    ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
-    if not ks or min(ks) < 1:
-        raise ValueError(f"k must be positive, got {k!r}")
-    return ks
-
-
 def retrieve(
     model: Any,
     processor: Any,
     task: Any,
     depth: int,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     *,
     chunk_size: int | None = None,
     index: str = "exact",
-    cache_dir: str | os.PathLike | None = None,
-    device: torch.device | str | None = None,
-    num_workers: int = 0,
-    processor_kwargs: dict[str, Any] | None = None,
-    show_progress: bool = True,
+    options: EncodeOptions | None = None,
+    **encode_options: Any,
 ) -> TaskRankings:
     """Embed ``task``'s queries and corpus and rank the corpus for each query (top ``depth``, with scores).
 
@@ -259,12 +241,15 @@ def retrieve(
     _check_task(task)
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
-    common = dict(image_root=task.image_root, batch_size=batch_size, num_workers=num_workers, device=device,
-                  processor_kwargs=processor_kwargs, show_progress=show_progress)
-    corpus = _encode(model, processor, task.corpus, cache_dir=cache_dir, desc=f"{task.name}: corpus", **common)
-    queries = _encode(model, processor, task.queries, cache_dir=cache_dir, desc=f"{task.name}: queries", **common)
+    if batch_size is not None:
+        encode_options["batch_size"] = batch_size
+    options = EncodeOptions.resolve(options, **encode_options)
+    if options.image_root is None:
+        options = EncodeOptions.resolve(options, image_root=task.image_root)
+    corpus = encode_with(model, processor, task.corpus, options, desc=f"{task.name}: corpus")
+    queries = encode_with(model, processor, task.queries, options, desc=f"{task.name}: queries")
     ids, scores = rank_corpus(task, queries, corpus, depth, chunk_size=chunk_size, index=index,
-                              show_progress=show_progress, return_scores=True)
+                              show_progress=options.show_progress, return_scores=True)
     return TaskRankings(task.name, list(task.queries["id"]), ids, scores)
 
 
@@ -272,29 +257,28 @@ def evaluate_retrieval(
     model: Any,
     processor: Any,
     task: Any,
-    k: Sequence[int] | int = (1, 5, 10),
-    batch_size: int = 64,
+    k: Sequence[int] | int | str = (1, 5, 10),
+    batch_size: int | None = None,
     *,
     chunk_size: int | None = None,
     index: str = "exact",
-    cache_dir: str | os.PathLike | None = None,
-    device: torch.device | str | None = None,
-    num_workers: int = 0,
-    processor_kwargs: dict[str, Any] | None = None,
-    show_progress: bool = True,
+    options: EncodeOptions | None = None,
+    **encode_options: Any,
 ) -> dict[str, float]:
     """Embed ``task``'s queries and corpus with ``model`` and score the retrieval.
 
     Returns ``{"recall@1": ..., "recall@5": ..., "recall@10": ..., "num_queries": n}`` (UniIR's
     Recall@k: a query counts when any relevant item is in its top k) or, for
     ``task.metric == "precision_at_1"`` (MMEB), ``{"precision@1": ..., "num_queries": n}``.
-    ``index`` is ``"exact"`` (streaming exact top-k, ``chunk_size`` corpus rows at a time) or
-    ``"faiss"`` (a flat inner-product index; same results). With ``cache_dir``, embeddings are
-    cached on disk and reused (see :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`).
+    ``k``: see :func:`~gcl_hf.retrieval.options.parse_ks`. ``index`` is ``"exact"`` (streaming exact top-k,
+    ``chunk_size`` corpus rows at a time) or ``"faiss"`` (a flat inner-product index; same results).
+    How queries and corpus are encoded: ``options`` (an :class:`~gcl_hf.retrieval.options.EncodeOptions`), with
+    any of its fields also accepted as a keyword (``batch_size``, ``num_workers``, ``device``,
+    ``processor_kwargs``, ``show_progress``, ``cache_dir`` (embeddings cached on disk and reused, see
+    :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`), ``distributed``, ...).
     """
-    ks = _check_ks(k)
+    ks = parse_ks(k)
     depth = 1 if task.metric in _PRECISION else max(ks)
     rankings = retrieve(model, processor, task, depth, batch_size, chunk_size=chunk_size, index=index,
-                        cache_dir=cache_dir, device=device, num_workers=num_workers,
-                        processor_kwargs=processor_kwargs, show_progress=show_progress)
+                        options=options, **encode_options)
     return score_rankings(task, rankings.ids, ks)

@@ -8,10 +8,14 @@ its cache shards) holds
 - ``documents/``: a ``datasets`` dataset (``save_to_disk``, memory-mapped Arrow) whose row ``i`` holds the ``id``
   of embedding ``i`` (and its ``text``, ``modality`` and image path, for display);
 - ``gcl_index.json``: the model reference (path or Hub id + revision), the fingerprints of the model's weights
-  and of the processor, and the processor kwargs the corpus was encoded with.
+  and of the processor, the processor kwargs the corpus was encoded with, and an integrity digest binding these
+  fields to the documents' ids and the shards' checksums (see :mod:`gcl_hf.retrieval.index_store`).
 
-A query is encoded through the same path as the corpus (:func:`~gcl_hf.retrieval.encoding.encode_dataset` on
-a one-row dataset) so its numbers agree with the corpus', and searched exactly
+A save never touches a folder that is not gcl-hf's (it is refused, naming it) and is atomic as a whole; a load
+checks every field, the ids of ``documents/`` against the shards' sidecars, and the integrity digest.
+
+A query is encoded by the same engine as the corpus (:mod:`gcl_hf.modeling.engine`, with the corpus' processor
+kwargs and text settings) so its numbers agree with the corpus', and searched exactly
 (:func:`~gcl_hf.retrieval.search.exact_topk`) or, when asked for and installed, with a faiss flat index.
 Loading with another model or processor than the corpus was encoded with is refused: the scores would be
 meaningless.
@@ -20,6 +24,7 @@ meaningless.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -31,21 +36,24 @@ import datasets
 import numpy as np
 import torch
 
-from gcl_hf.retrieval.documents import _as_documents, documents_from_folder, documents_from_records
-from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, encode_corpus, load_cached,
+from gcl_hf.retrieval.documents import as_documents, documents_from_folder, documents_from_records
+from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, load_cached,
                                               atomic_write, model_fingerprint, processor_fingerprint,
-                                              write_embeddings)
-from gcl_hf.retrieval.encoding import encode_dataset
+                                              shard_sidecars, write_embeddings)
+from gcl_hf.modeling.engine import encode_items, infer_modality
+from gcl_hf.retrieval.index_store import (DOCUMENTS_DIR, FORMAT, INDEX_FILE, IndexFormatError, check_fields,
+                                          integrity_digest, link_cache_files, normalised_ids, ownership_problem,
+                                          stage_directory, swap_in)
+from gcl_hf.retrieval.options import EncodeOptions, encode_with
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
 
-__all__ = ["GCLIndex", "IndexInfo", "IndexMismatchError", "SearchResults", "documents_from_folder",
+__all__ = ["GCLIndex", "IndexFormatError", "IndexInfo", "IndexMismatchError", "SearchResults", "documents_from_folder",
            "documents_from_records", "model_fingerprint",
            "processor_fingerprint"]
 
-INDEX_FILE = "gcl_index.json"
-DOCUMENTS_DIR = "documents"
-FORMAT = "gcl-index"
-VERSION = 1
+#: 2: gcl_index.json carries an integrity digest (fields + ids + shard checksums)
+VERSION = 2
+logger = logging.getLogger(__name__)
 BACKENDS = ("exact", "faiss")
 _DOC_COLUMNS = ("id", "text", "image", "modality")
 
@@ -68,19 +76,23 @@ class IndexInfo:
     image_root: str | None = None
     format: str = FORMAT
     version: int = VERSION
+    integrity: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> IndexInfo:
+        """Parse and check ``gcl_index.json`` (each field's presence and type; errors name the file)."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path.parent}: no {INDEX_FILE}: not a gcl-hf index (build one with "
                                     "GCLIndex.build(...).save(dir) or gcl-hf encode)") from None
-        if data.get("format") != FORMAT or int(data.get("version", 0)) > VERSION:
-            raise ValueError(f"{path}: format {data.get('format')!r} version {data.get('version')!r} is not a "
-                             f"{FORMAT} this gcl-hf reads (version <= {VERSION})")
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{path}: unreadable ({type(exc).__name__}: {exc}); rebuild the index") from None
+        if isinstance(data, dict) and (data.get("format") != FORMAT or not isinstance(data.get("version"), int)
+                                       or data["version"] > VERSION):
+            raise IndexFormatError(f"{path}: format {data.get('format')!r} version {data.get('version')!r} is not "
+                                   f"a {FORMAT} this gcl-hf reads (version <= {VERSION})")
+        return cls(**check_fields(path, data))
 
 
 @dataclass
@@ -147,16 +159,13 @@ class GCLIndex:
         ``model_ref`` / ``revision`` / ``processor_ref`` record where the model comes from, so
         :meth:`load` can reload it (default: the model's ``name_or_path``).
         """
-        documents, folder_root = _as_documents(data)
+        documents, folder_root = as_documents(data)
         root = str(image_root) if image_root is not None else folder_root
         fingerprints = model_fingerprint(model), processor_fingerprint(processor)
-        kwargs = dict(image_root=root, batch_size=batch_size, num_workers=num_workers, device=device,
-                      processor_kwargs=processor_kwargs, show_progress=show_progress, desc="encoding corpus")
-        if cache_dir is not None:
-            embeddings: Any = encode_corpus(model, processor, documents, cache_dir=cache_dir, shard_size=shard_size,
-                                            **kwargs)
-        else:
-            embeddings = encode_dataset(model, processor, documents, **kwargs)
+        options = EncodeOptions(image_root=root, batch_size=batch_size, num_workers=num_workers, device=device,
+                                processor_kwargs=processor_kwargs, show_progress=show_progress, cache_dir=cache_dir,
+                                shard_size=shard_size)
+        embeddings = encode_with(model, processor, documents, options, desc="encoding corpus")
         return cls.from_embeddings(embeddings, documents, model, processor, image_root=root, model_ref=model_ref,
                                    revision=revision, processor_ref=processor_ref, processor_kwargs=processor_kwargs,
                                    backend=backend, fingerprints=fingerprints)
@@ -179,25 +188,40 @@ class GCLIndex:
 
     # ------------------------------------------------------------------------------------------ saving
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the index to ``directory`` (embeddings already there, as after ``gcl-hf encode``, are kept)."""
+        """Write the index to ``directory``, atomically as a whole (written beside it, then swapped in).
+
+        ``directory`` must be new, empty, an index, or the embedding cache the vectors live in (as after
+        ``gcl-hf encode``, whose shards are kept); any other folder is the user's and is refused, untouched."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         source = self.embeddings.directory if isinstance(self.embeddings, CorpusEmbeddings) else None
-        if source is None or source.resolve() != directory.resolve():
-            self._write_embeddings(directory)
-        columns = [c for c in _DOC_COLUMNS if c in self.documents.column_names]
-        docs = self.documents.select_columns(columns)
-        if "image" in columns and docs.features["image"] != datasets.Value("string"):
-            docs = docs.remove_columns("image")  # bytes / decoded images: the embeddings are what matters
-        target = directory / DOCUMENTS_DIR
-        tmp = directory / f".{DOCUMENTS_DIR}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        docs.flatten_indices().save_to_disk(str(tmp))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-        text = json.dumps(asdict(self.info), indent=2)
-        atomic_write(directory / INDEX_FILE, lambda fh: fh.write(text.encode("utf-8")))
-        return directory
+        problem = ownership_problem(directory, source)
+        if problem:
+            raise FileExistsError(problem)
+        if len(self.documents) == 0:
+            raise ValueError("an index needs at least one document")
+        stage = stage_directory(directory)
+        try:
+            if source is not None and directory.exists() and source.resolve() == directory.resolve():
+                link_cache_files(source, stage)
+            else:
+                self._write_embeddings(stage)
+            columns = [c for c in _DOC_COLUMNS if c in self.documents.column_names]
+            docs = self.documents.select_columns(columns)
+            if "image" in columns and docs.features["image"] != datasets.Value("string"):
+                docs = docs.remove_columns("image")  # bytes / decoded images: the embeddings are what matters
+            docs.flatten_indices().save_to_disk(str(stage / DOCUMENTS_DIR))
+            ids, digests = shard_sidecars(stage)
+            if normalised_ids(ids) != normalised_ids(docs["id"]):
+                raise ValueError(f"{source}: the cached embeddings hold other ids than the documents")
+            fields = {**asdict(self.info), "version": VERSION}
+            fields["integrity"] = integrity_digest(fields, ids, digests)
+            self.info = IndexInfo(**fields)
+            text = json.dumps(fields, indent=2)
+            atomic_write(stage / INDEX_FILE, lambda fh: fh.write(text.encode("utf-8")))
+            swap_in(stage, directory)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return directory  # memory-mapped shards stay valid: the swapped-in files are links to the same bytes
 
     def _write_embeddings(self, directory: Path) -> None:
         if isinstance(self.embeddings, CorpusEmbeddings):
@@ -218,14 +242,14 @@ class GCLIndex:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"index directory not found: {directory}")
-        info = IndexInfo.read(directory / INDEX_FILE)
-        embeddings = load_cached(directory)
-        if not embeddings.complete or embeddings.num_rows != info.num_rows:
-            raise ValueError(f"{directory}: {embeddings.num_rows} of {info.num_rows} embeddings present "
-                             f"(missing shards: {', '.join(embeddings.missing) or 'none'})")
-        if not (directory / DOCUMENTS_DIR).is_dir():
-            raise FileNotFoundError(f"{directory}: no {DOCUMENTS_DIR}/ (the ids of the embeddings)")
-        documents = datasets.load_from_disk(str(directory / DOCUMENTS_DIR))
+        for attempt in range(3):  # a save swapping a whole new index in while we read: read that one
+            inode = directory.stat().st_ino
+            try:
+                info, embeddings, documents = _read_parts(directory)
+                break
+            except (IndexFormatError, OSError):
+                if attempt == 2 or directory.stat().st_ino == inode:
+                    raise
         model = model if model is not None else _load_model(info, directory)
         if device is not None:
             model.to(device)
@@ -258,9 +282,9 @@ class GCLIndex:
             raise ValueError("a query needs text=..., image=... or both")
         if image is not None and isinstance(image, (str, os.PathLike)):
             image = str(Path(image).expanduser().resolve())
-        query = documents_from_records([{"id": "query", "text": text, "image": image}])
-        return encode_dataset(self.model, self.processor, query, processor_kwargs=self.info.processor_kwargs,
-                              batch_size=1, show_progress=False)
+        items = [(infer_modality(image, text), image, text)]
+        return encode_items(self.model, self.processor, items, batch_size=1,
+                            processor_kwargs=self.info.processor_kwargs, where=lambda _: "query").float().cpu()
 
     def search(self, text: str | None = None, image: Any = None, k: int = 10) -> SearchResults:
         """The ``k`` documents closest to a text query, an image query or a fused (image, text) query."""
@@ -271,6 +295,10 @@ class GCLIndex:
         queries = torch.as_tensor(np.asarray(query_embeds, dtype=np.float32))
         if queries.ndim != 2 or queries.shape[1] != self.info.dim:
             raise ValueError(f"query embeddings must be [Q, {self.info.dim}], got {tuple(queries.shape)}")
+        finite = torch.isfinite(queries).all(dim=1)
+        if not finite.all():
+            raise ValueError(f"query {int((~finite).nonzero()[0])}: the embedding is not finite (NaN/inf), so no "
+                             "document can be ranked; check the query input and the model weights")
         shards = self.embeddings.shards if isinstance(self.embeddings, CorpusEmbeddings) else [self.embeddings]
         if self.backend == "faiss":
             if self._faiss is None:
@@ -281,6 +309,26 @@ class GCLIndex:
         ids = self.ids
         return [SearchResults([ids[j] for j in r if j >= 0], [s for j, s in zip(r, sc) if j >= 0],
                               [j for j in r if j >= 0]) for r, sc in zip(rows.tolist(), scores.tolist())]
+
+
+def _read_parts(directory: Path) -> tuple[IndexInfo, CorpusEmbeddings, datasets.Dataset]:
+    """``gcl_index.json``, the verified shards and the documents of an index, checked against each other."""
+    info = IndexInfo.read(directory / INDEX_FILE)
+    embeddings = load_cached(directory)
+    if not embeddings.complete or embeddings.num_rows != info.num_rows:
+        why = "; ".join(f"{k}: {v}" for k, v in embeddings.problems.items()) or "deleted or never written"
+        raise IndexFormatError(
+            f"{directory}: {embeddings.num_rows} of {info.num_rows} embeddings present (missing shards: "
+            f"{', '.join(embeddings.missing) or 'none'}; {why}); run the gcl-hf encode that built it again, "
+            "or rebuild and save the index")
+    if embeddings.dim != info.dim:
+        raise IndexFormatError(f"{directory}: the shards hold {embeddings.dim}-d embeddings, {INDEX_FILE} says "
+                               f"{info.dim}; rebuild the index")
+    if not (directory / DOCUMENTS_DIR).is_dir():
+        raise FileNotFoundError(f"{directory}: no {DOCUMENTS_DIR}/ (the ids of the embeddings)")
+    documents = datasets.load_from_disk(str(directory / DOCUMENTS_DIR))
+    _verify(directory, info, documents)
+    return info, embeddings, documents
 
 
 def _load_model(info: IndexInfo, directory: Path) -> Any:
@@ -298,6 +346,26 @@ def _load_processor(info: IndexInfo, model: Any, directory: Path) -> Any:
     if not name:
         raise ValueError(f"{directory}: the index records no processor reference; pass the processor")
     return load_processor(name, revision=info.revision if name == info.model else None)
+
+
+def _verify(directory: Path, info: IndexInfo, documents: datasets.Dataset) -> None:
+    """The documents' ids are the shards' (row by row) and ``gcl_index.json`` is the one saved with them."""
+    ids, digests = shard_sidecars(directory)
+    held = normalised_ids(documents.select_columns(["id"]).with_format(None)["id"]) if "id" in \
+        documents.column_names else []
+    ids = normalised_ids(ids)
+    if held != ids:
+        row = next((i for i, (a, b) in enumerate(zip(held, ids)) if a != b), min(len(held), len(ids)))
+        shown = (f"row {row}: {DOCUMENTS_DIR}/ has id {held[row]!r}, the shards {ids[row]!r}" if row < min(
+            len(held), len(ids)) else f"{DOCUMENTS_DIR}/ has {len(held)} ids, the shards {len(ids)}")
+        raise IndexFormatError(f"{directory}: the documents do not match the embeddings ({shown}); rebuild the "
+                               "index (never edit its files)")
+    if info.integrity is None:
+        logger.warning("%s: written by an older gcl-hf (no integrity digest in %s); save it again to add one",
+                       directory, INDEX_FILE)
+    elif integrity_digest(asdict(info), ids, digests) != info.integrity:
+        raise IndexFormatError(f"{directory / INDEX_FILE}: does not match the embeddings and documents beside it "
+                               "(a field was edited, or it was written by another save); rebuild the index")
 
 
 def _check(info: IndexInfo, model: Any, processor: Any, directory: Path) -> None:

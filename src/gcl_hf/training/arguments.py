@@ -20,6 +20,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from gcl_hf.losses.settings import NEGATIVES, OBJECTIVES, parse_pair_weights, parse_pairs
+from gcl_hf.modeling.backbone import GENERIC_FAMILY, family_of
 from gcl_hf.modeling.fusion import FUSIONS
 
 __all__ = ["GCLTrainingArguments"]
@@ -92,10 +93,11 @@ class GCLTrainingArguments(TrainingArguments):
     )
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (adapter scale = alpha / r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' inputs."})
-    lora_target_modules: str = field(
-        default="q_proj,k_proj,v_proj,out_proj",
-        metadata={"help": "Comma-separated module names that get adapters (CLIP/SigLIP attention projections by "
-                          "default; add 'fc1,fc2' for the MLPs)."},
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated module names that get adapters. Default: the backbone family's "
+                          "attention projections of both towers (CLIP/SigLIP: 'q_proj,k_proj,v_proj,out_proj'; "
+                          "see gcl_hf.modeling.backbone.FAMILIES); add 'fc1,fc2' for the MLPs."},
     )
     # --- data ---
     image_column: str = field(default="image", metadata={"help": "Dataset column holding the images."})
@@ -182,22 +184,21 @@ class GCLTrainingArguments(TrainingArguments):
     @property
     def retrieval_ks(self) -> tuple[int, ...] | None:
         """``retrieval_k`` as a tuple of positive ints (``None`` when unset)."""
-        if self.retrieval_k is None:
-            return None
-        try:
-            ks = tuple(int(k) for k in str(self.retrieval_k).split(",") if k.strip())
-        except ValueError:
-            raise ValueError(f"retrieval_k={self.retrieval_k!r}: expected comma-separated integers") from None
-        if not ks or any(k < 1 for k in ks):
-            raise ValueError(f"retrieval_k={self.retrieval_k!r}: expected positive integers")
-        return ks
+        from gcl_hf.retrieval.options import parse_ks
 
-    def lora_config(self) -> Any | None:
-        """A peft ``LoraConfig`` from the ``lora_*`` shortcuts, or ``None`` when ``lora_r`` is unset."""
+        return None if self.retrieval_k is None else parse_ks(self.retrieval_k, "retrieval_k")
+
+    def lora_config(self, model: Any = None) -> Any | None:
+        """A peft ``LoraConfig`` from the ``lora_*`` shortcuts, or ``None`` when ``lora_r`` is unset. Without
+        ``lora_target_modules`` the targets are ``model``'s family defaults (CLIP's without a model)."""
         if self.lora_r is None:
             return None
         from peft import LoraConfig
 
+        if self.lora_target_modules is None:
+            family = family_of(model) if model is not None else GENERIC_FAMILY
+            return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                              target_modules=list(family.lora_target_modules))
         targets = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
         if not targets:
             raise ValueError("lora_target_modules is empty")

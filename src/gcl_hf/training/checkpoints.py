@@ -14,6 +14,9 @@ checkpoint without its optimizer state). `GCLTrainer` adds:
   unfinished unless the marker was written after it);
 - an explicit checkpoint path: refused when its marker says files are missing or truncated; a checkpoint without
   a marker (written by a plain `Trainer`) is used with a warning if it has ``trainer_state.json`` and weights;
+- the marker also records the run's model: its backbone class, a digest of its parameter names and shapes, and
+  of the weights training *started* from; a resume with another architecture or another starting model (e.g.
+  ``--model B`` on model A's checkpoint) is refused by name, and so is a folder that is not a checkpoint;
 - model weights read on resume: safetensors only, unless ``allow_pickle=True`` (pickle files can run code).
   The optimizer, scheduler and RNG states are always torch pickles; transformers reads them with
   ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
@@ -21,18 +24,21 @@ checkpoint without its optimizer state). `GCLTrainer` adds:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from gcl_hf.modeling.loading import PICKLE_SUFFIXES, UnsafeWeightsError
 
-__all__ = ["JIT_SENTINEL", "MARKER", "CompleteCheckpointsMixin", "checkpoint_problem", "check_checkpoint_weights",
-           "last_complete_checkpoint", "mark_complete", "resolve_resume"]
+__all__ = ["JIT_SENTINEL", "MARKER", "CheckpointError", "CompleteCheckpointsMixin", "checkpoint_problem",
+           "check_checkpoint_weights", "check_same_run", "last_complete_checkpoint", "mark_complete", "resolve_resume",
+           "run_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,50 @@ JIT_SENTINEL = "checkpoint-is-incomplete.txt"
 _LAST = ("last", "true")
 _PREFIX = f"{PREFIX_CHECKPOINT_DIR}-"
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+class CheckpointError(OSError, ValueError):
+    """A checkpoint that cannot be resumed: incomplete, not a checkpoint, or of another model (one line)."""
+
+
+def run_identity(model: Any) -> dict[str, Any]:
+    """What a run trains: the backbone's class, a digest of its parameter names and shapes (the architecture) and
+    one of its weights now (call it when the run starts: the weights it starts from). LoRA weights are left out."""
+    backbone = getattr(model, "backbone", model)
+    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    shapes, weights = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(base.state_dict().items()):
+        if "lora_" in name or "modules_to_save" in name:
+            continue
+        name = name.replace(".base_layer", "")
+        t = tensor.detach().to("cpu").contiguous()
+        shapes.update(f"{name}|{tuple(t.shape)}".encode())
+        weights.update(f"{name}|{t.dtype}".encode())
+        if t.numel():
+            weights.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    config = getattr(base, "config", None)
+    return {"architecture": type(base).__name__, "name": getattr(config, "_name_or_path", None) or None,
+            "shapes": shapes.hexdigest(), "start_weights": weights.hexdigest()}
+
+
+def check_same_run(checkpoint: str | os.PathLike, identity: dict[str, Any]) -> None:
+    """Refuse resuming ``checkpoint`` with a model of another architecture or other starting weights than the
+    run that wrote it (its marker's ``model``); checkpoints written without one are not checked."""
+    try:
+        recorded = json.loads((Path(checkpoint) / MARKER).read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict):
+        return
+    theirs = f"{recorded.get('architecture')}" + (f" {recorded['name']!r}" if recorded.get("name") else "")
+    ours = f"{identity['architecture']}" + (f" {identity['name']!r}" if identity.get("name") else "")
+    if recorded.get("architecture") != identity["architecture"] or recorded.get("shapes") != identity["shapes"]:
+        raise CheckpointError(f"{checkpoint}: a checkpoint of another architecture ({theirs}) than this run's model "
+                              f"({ours}); resume with the model the run started from, or train into a new output_dir")
+    if recorded.get("start_weights") != identity["start_weights"]:
+        raise CheckpointError(f"{checkpoint}: continues a run that started from another model ({theirs}, other "
+                              f"weights) than this run's ({ours}); resume with the --model that run started from, "
+                              "or train into a new output_dir")
 
 
 def _step(path: Path) -> int | None:
@@ -61,9 +111,10 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def mark_complete(directory: str | os.PathLike, step: int) -> Path:
+def mark_complete(directory: str | os.PathLike, step: int, model: dict[str, Any] | None = None) -> Path:
     """Flush every file of ``directory`` to disk, then write the marker (atomically) listing them with their
-    sizes. Call it on the main process once every process has written its files."""
+    sizes (and the run's ``model`` identity, :func:`run_identity`). Call it on the main process once every
+    process has written its files."""
     directory = Path(directory)
     files = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER):
@@ -71,7 +122,7 @@ def mark_complete(directory: str | os.PathLike, step: int) -> Path:
         files[path.relative_to(directory).as_posix()] = path.stat().st_size
     marker = directory / MARKER
     tmp = directory / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"step": step, "files": files}, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.write_text(json.dumps({"step": step, "files": files, "model": model}, indent=1, sort_keys=True), encoding="utf-8")
     _fsync(tmp)
     os.replace(tmp, marker)
     _fsync(directory)
@@ -128,18 +179,22 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str | 
             logger.warning("not resuming from %s: %s", path, why)
         if found is None:
             listing = "; ".join(f"{Path(p).name}: {why}" for p, why in skipped) or "no checkpoint-* directory"
-            raise ValueError(f"no complete checkpoint to resume from in {output_dir} ({listing}); pass a "
+            raise CheckpointError(f"no complete checkpoint to resume from in {output_dir} ({listing}); pass a "
                              "checkpoint directory explicitly to use one written without a marker")
         logger.info("resuming from %s, the last complete checkpoint", found)
         return found
     path = Path(resume_from_checkpoint)
     if not path.is_dir():
-        raise ValueError(f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: no such checkpoint directory "
+        raise CheckpointError(f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: no such checkpoint directory "
                          "(pass True or 'last' for the last complete checkpoint of output_dir)")
     why = checkpoint_problem(path)
     if why is not None:
-        if (path / MARKER).is_file() or (path / JIT_SENTINEL).exists() or not (path / "trainer_state.json").is_file():
-            raise ValueError(f"{path} is not a complete checkpoint: {why}")
+        if not (path / MARKER).is_file() and not (path / JIT_SENTINEL).exists() and \
+                not (path / "trainer_state.json").is_file():
+            raise CheckpointError(f"{path} is not a training checkpoint (no {MARKER} nor trainer_state.json): pass a "
+                                  "checkpoint-<step> folder of a run's output_dir, or 'last' for its newest")
+        if (path / MARKER).is_file() or (path / JIT_SENTINEL).exists():
+            raise CheckpointError(f"{path} is not a complete checkpoint: {why}")
         logger.warning("%s has no %s (not written by GCLTrainer); resuming from it as it is", path, MARKER)
     return str(path)
 
@@ -174,7 +229,9 @@ class CompleteCheckpointsMixin:
         complete one of ``output_dir`` (skipping half-written ones with a warning), a path must be complete;
         pickle model weights are refused unless ``args.allow_pickle``."""
         resume = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        self._run_identity = run_identity(self.model)
         if resume is not None:
+            check_same_run(resume, self._run_identity)
             check_checkpoint_weights(resume, allow_pickle=getattr(self.args, "allow_pickle", False))
         self.resumed_from = resume
         return super().train(resume, *args, **kwargs)
@@ -191,6 +248,7 @@ class CompleteCheckpointsMixin:
         run_dir = self._get_output_dir(trial=trial)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            mark_complete(os.path.join(run_dir, f"{_PREFIX}{self.state.global_step}"), self.state.global_step)
+            mark_complete(os.path.join(run_dir, f"{_PREFIX}{self.state.global_step}"), self.state.global_step,
+                          getattr(self, "_run_identity", None))
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)

@@ -41,27 +41,27 @@ class RetrievalReportsMixin:
     ) -> dict[str, float]:
         """Score each `RetrievalTask` with `gcl_hf.retrieval.evaluation.evaluate_retrieval` (``k``: ``args.retrieval_k`` or
         the task's own); keys ``<prefix>_<task.name>_<metric>``, e.g. ``eval_mscoco_task0_recall@5``.
-        Every process computes the same numbers (no collective), so all processes agree on the best model."""
+        Under DDP each process encodes a shard of the queries and of the corpus and receives the others' rows
+        (`gcl_hf.retrieval.distributed_encoding.encode_dataset_sharded`); every process then ranks the same
+        embeddings, so all report the same numbers and agree on the best model."""
         from gcl_hf.retrieval.evaluation import evaluate_retrieval
+        from gcl_hf.retrieval.options import EncodeOptions
 
         if self.processing_class is None:
             raise ValueError("retrieval evaluation needs processing_class (the backbone's processor)")
         tasks = self.eval_tasks if tasks is None else list(tasks)
+        options = EncodeOptions(batch_size=self.args.per_device_eval_batch_size,
+                                num_workers=self.args.dataloader_num_workers,
+                                show_progress=not self.args.disable_tqdm and self.is_local_process_zero(),
+                                distributed=self.accelerator.num_processes > 1)
         model = self.model
         was_training = model.training
         model.eval()
         results: dict[str, float] = {}
         try:
             for task in tasks:
-                scores = evaluate_retrieval(
-                    model,
-                    self.processing_class,
-                    task,
-                    k=self.args.retrieval_ks or tuple(getattr(task, "k", (1, 5, 10))),
-                    batch_size=self.args.per_device_eval_batch_size,
-                    num_workers=self.args.dataloader_num_workers,
-                    show_progress=not self.args.disable_tqdm and self.is_local_process_zero(),
-                )
+                k = self.args.retrieval_ks or tuple(getattr(task, "k", (1, 5, 10)))
+                scores = evaluate_retrieval(model, self.processing_class, task, k=k, options=options)
                 name = str(task.name).replace(" ", "_")
                 results.update({f"{metric_key_prefix}_{name}_{key}": float(value) for key, value in scores.items()
                                 if isinstance(value, (int, float))})

@@ -36,9 +36,11 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 from gcl_hf.data.records import SKIPPED_KEY, with_row_index
 from gcl_hf.hub.adapter import load_adapter, save_adapter
 from gcl_hf.losses import distributed as _dist
+from gcl_hf.losses.settings import resolve_negatives
 from gcl_hf.modeling.model import GCLModel
 from gcl_hf.modeling.towers import freeze_towers
 from gcl_hf.training.arguments import GCLTrainingArguments
+from gcl_hf.training.batch import check_contrastive_batch, drop_last_batch_without_negatives
 from gcl_hf.training.checkpoints import CompleteCheckpointsMixin
 from gcl_hf.training.reports import RetrievalReportsMixin
 from gcl_hf.training.grad_cache import cached_gradient_step
@@ -150,6 +152,7 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
                 "without GPUs pass --use_cpu (or set ACCELERATE_USE_CPU=1) so that they form one gloo group"
             )
         self._check_gradient_cache_support()
+        self._check_batch(model)
         self._nan_guard.skip_gradients = getattr(self.accelerator, "scaler", None) is not None
         self.add_callback(self._nan_guard)
 
@@ -179,7 +182,7 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
         if updates:
             logger.info("GCL loss settings from the training arguments: %s", updates)
 
-        lora = peft_config if peft_config is not None else args.lora_config()
+        lora = peft_config if peft_config is not None else args.lora_config(model)
         if lora is not None:
             model.apply_lora(lora, train_logit_scale=args.train_logit_scale)
         else:
@@ -201,6 +204,22 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
         # for_model: captions truncated to what the text tower accepts; SigLIP's fixed-length padding
         return GCLCollator.for_model(model, processor, image_column=args.image_column,
                                      text_column=args.caption_column, errors=args.image_errors)
+
+    def _check_batch(self, model: GCLModel) -> None:
+        """The contrastive batch rule (:mod:`gcl_hf.training.batch`): no batch without negatives, a warning for a
+        small one, and a last batch of one dropped."""
+        pairs = model.config.pair_tuples
+        negatives = resolve_negatives(pairs, model.config.objective, model.config.negatives)
+        per_device, processes = self.args.per_device_train_batch_size, self.accelerator.num_processes
+        if self.train_dataset is None:
+            return
+        check_contrastive_batch(pairs, negatives, per_device, processes)
+        rows = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None
+        if rows is not None and not self.args.dataloader_drop_last and drop_last_batch_without_negatives(
+                pairs, negatives, rows, per_device, processes):
+            logger.warning("%d rows in batches of %d leave a last batch of %d pair(s) without negatives (it would "
+                           "train on a loss of 0): it is dropped each epoch", rows, per_device, rows % per_device)
+            self.args.dataloader_drop_last = True
 
     def _check_gradient_cache_support(self) -> None:
         if not self.args.gradient_cache_chunk_size:

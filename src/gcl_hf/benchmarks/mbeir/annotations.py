@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gcl_hf.benchmarks._io import iter_text_lines
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
-from gcl_hf.benchmarks.mbeir.files import _CAND_BOUND, _QUERY_BOUND, _parse_id
+from gcl_hf.benchmarks.mbeir.files import CAND_BOUND, QUERY_BOUND, parse_id
 
 
 def load_qrels(path: str | os.PathLike, *, task_id: int | None = None, skips: SkipReport | None = None) -> dict[str, set[str]]:
@@ -38,8 +38,8 @@ def load_qrels(path: str | os.PathLike, *, task_id: int | None = None, skips: Sk
                     field="qid 0 did relevance task_id",
                 )
             qid, _, did, relevance, line_task = parts
-            _parse_id(qid, bound=_QUERY_BOUND, field="qid", file=path, line=number)
-            _parse_id(did, bound=_CAND_BOUND, field="did", file=path, line=number)
+            parse_id(qid, bound=QUERY_BOUND, field="qid", file=path, line=number)
+            parse_id(did, bound=CAND_BOUND, field="did", file=path, line=number)
             try:
                 score = int(relevance)
             except ValueError:

@@ -58,9 +58,9 @@ MBEIR_TASK_ORDER = (
 
 _FASHION = ("fashioniq", "fashion200k")
 
-_QUERY_BOUND = 500_000
+QUERY_BOUND = 500_000
 
-_CAND_BOUND = 10_000_000
+CAND_BOUND = 10_000_000
 
 _ID = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -80,7 +80,7 @@ def format_string(text: str | None) -> str:
     return text
 
 
-def _parse_id(value: str, *, bound: int, field: str, file: Any, line: int | None) -> int:
+def parse_id(value: str, *, bound: int, field: str, file: Any, line: int | None) -> int:
     """UniIR's ``hash_qid``/``hash_did`` of ``"d:n"`` (``d * bound + n``); an error for other shapes."""
     match = _ID.match(value)
     if match is None or int(match.group(2)) >= bound:
@@ -116,7 +116,7 @@ def _order_key(files: MBEIRTaskFiles) -> tuple:
     return (files.task_id, rank, name)
 
 
-def _local_pool_candidates(root: Path, name: str, split: str) -> list[Path]:
+def local_pool_candidates(root: Path, name: str, split: str) -> list[Path]:
     local = root / "cand_pool" / "local"
     return [local / f"mbeir_{name}_{split}_cand_pool.jsonl", local / f"mbeir_{name}_cand_pool.jsonl"]
 
@@ -149,7 +149,7 @@ def discover_mbeir_tasks(
                 field="task_id",
             )
         name = f"{dataset}_task{task_id}"
-        local = next((p for p in _local_pool_candidates(root, name, split) if p.is_file()), None)
+        local = next((p for p in local_pool_candidates(root, name, split) if p.is_file()), None)
         qrels = root / "qrels" / split / f"mbeir_{name}_{split}_qrels.txt"
         found.append(MBEIRTaskFiles(dataset, task_id, split, path, qrels, local))
     if datasets is not None:
@@ -166,7 +166,7 @@ def discover_mbeir_tasks(
     return sorted(found, key=_order_key)
 
 
-def _hub_patterns(split: str, datasets: list[str] | None, pool: str, with_instructions: bool) -> list[str]:
+def hub_patterns(split: str, datasets: list[str] | None, pool: str, with_instructions: bool) -> list[str]:
     names = [str(d).lower() for d in datasets] if datasets else ["*"]
     patterns: list[str] = []
     for name in names:

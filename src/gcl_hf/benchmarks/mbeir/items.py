@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from gcl_hf.benchmarks._io import ITEM_FEATURES, rows_dataset, cached_dataset, check_image, check_modality, iter_jsonl, optional_str, required_str
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, SkipReport
-from gcl_hf.benchmarks.mbeir.files import _CAND_BOUND, _QUERY_BOUND, MBEIR_TASK_MODALITIES, MBEIRTaskFiles, _parse_id, format_string
+from gcl_hf.benchmarks.mbeir.files import CAND_BOUND, QUERY_BOUND, MBEIR_TASK_MODALITIES, MBEIRTaskFiles, parse_id, format_string
 
 
 def _present_modality(text: str | None, image: str | None) -> str:
@@ -42,7 +42,7 @@ def _check_halves(obj: dict, modality: str, text: str | None, image: str | None,
 
 def _candidate_row(obj: dict, *, file: Path, line: int, image_root, check_images, format_text: bool) -> tuple[dict, int]:
     did = required_str(obj, "did", file=file, line=line)
-    key = _parse_id(did, bound=_CAND_BOUND, field="did", file=file, line=line)
+    key = parse_id(did, bound=CAND_BOUND, field="did", file=file, line=line)
     if "modality" not in obj:
         raise BenchmarkFormatError("missing field", file=file, line=line, field="modality")
     modality = check_modality(obj["modality"], field="modality", file=file, line=line)
@@ -102,7 +102,7 @@ def _first_lines(path: Path, keys: set[int]) -> dict[int, int]:
     for number, obj in iter_jsonl(path, SkipReport("skip")):
         did = obj.get("did") if isinstance(obj, dict) else None
         try:
-            key = _parse_id(did, bound=_CAND_BOUND, field="did", file=path, line=number) if isinstance(did, str) else -1
+            key = parse_id(did, bound=CAND_BOUND, field="did", file=path, line=number) if isinstance(did, str) else -1
         except BenchmarkFormatError:
             continue
         if key in keys and key not in first:
@@ -110,7 +110,7 @@ def _first_lines(path: Path, keys: set[int]) -> dict[int, int]:
     return first
 
 
-def _load_pool(path: Path, *, image_root, check_images, format_text: bool, skips: SkipReport, cache_dir) -> hfds.Dataset:
+def load_pool(path: Path, *, image_root, check_images, format_text: bool, skips: SkipReport, cache_dir) -> hfds.Dataset:
     key = {
         "kind": "mbeir_pool",
         "image_root": None if image_root is None else str(Path(image_root).resolve()),
@@ -128,7 +128,7 @@ def _pick_prompt(prompts: list[str], qid: str, mode: str, seed: int) -> str:
     return random.Random(f"{seed}:{qid}").choice(prompts)
 
 
-def _load_queries(
+def load_queries(
     files: MBEIRTaskFiles,
     qrels: dict[str, set[str]],
     corpus: hfds.Dataset,
@@ -183,7 +183,7 @@ def _query_row(obj: dict, files: MBEIRTaskFiles, qrels: dict[str, set[str]], *, 
                check_images, format_text: bool) -> tuple[dict[str, Any], str | None]:
     query_modality, cand_modality = MBEIR_TASK_MODALITIES[files.task_id]
     qid = required_str(obj, "qid", file=path, line=line)
-    _parse_id(qid, bound=_QUERY_BOUND, field="qid", file=path, line=line)
+    parse_id(qid, bound=QUERY_BOUND, field="qid", file=path, line=line)
     if "query_modality" not in obj:
         raise BenchmarkFormatError("missing field", file=path, line=line, field="query_modality")
     modality = check_modality(obj["query_modality"], field="query_modality", file=path, line=line)

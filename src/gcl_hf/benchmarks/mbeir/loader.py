@@ -10,11 +10,12 @@ import datasets as hfds
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gcl_hf.benchmarks._io import ITEM_FEATURES, require_rows, resolve_root, validate_check_images
+from gcl_hf.data.validation import CheckImages, parse_check_images
+from gcl_hf.benchmarks._io import ITEM_FEATURES, require_rows, resolve_root
 from gcl_hf.benchmarks.errors import BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.mbeir.annotations import load_instructions, load_qrels
-from gcl_hf.benchmarks.mbeir.files import MBEIR_REPO, MBEIR_TASK_MODALITIES, _hub_patterns, _local_pool_candidates, discover_mbeir_tasks, mbeir_recall_k
-from gcl_hf.benchmarks.mbeir.items import _load_pool, _load_queries
+from gcl_hf.benchmarks.mbeir.files import MBEIR_REPO, MBEIR_TASK_MODALITIES, hub_patterns, local_pool_candidates, discover_mbeir_tasks, mbeir_recall_k
+from gcl_hf.benchmarks.mbeir.items import load_pool, load_queries
 from gcl_hf.benchmarks.task import RetrievalTask
 
 logger = logging.getLogger("gcl_hf.benchmarks.mbeir")
@@ -50,7 +51,7 @@ def load_mbeir(
     instruction_seed: int = 2023,
     format_text: bool = True,
     image_root: str | os.PathLike | None = None,
-    check_images: bool | str = True,
+    check_images: CheckImages | bool = "exists",
     errors: str = "raise",
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -72,8 +73,8 @@ def load_mbeir(
         format_text: apply UniIR's ``format_string`` to every text (as UniIR does at embedding time).
         image_root: directory the ``img_path``/``query_img_path`` values are relative to
             (default: the M-BEIR root, which holds ``mbeir_images/``).
-        check_images: ``True`` checks every image file exists at load time, ``"decode"`` also
-            decodes it, ``False`` checks nothing (corrupt files then fail at encoding time).
+        check_images: ``"exists"`` (or ``True``) checks every image file exists at load time, ``"decode"`` also
+            decodes it, ``"none"`` (or ``False``) checks nothing (corrupt files then fail at encoding time).
         errors: ``"raise"`` or ``"skip"`` (drop, count and report malformed records).
         revision: Hub revision when loading from the Hub.
         cache_dir: where parsed candidate pools are cached as Arrow files
@@ -86,16 +87,16 @@ def load_mbeir(
         raise ValueError(f"pool must be 'local' or 'global', got {pool!r}")
     SkipReport(errors)  # validates the option before any work
     instruction_mode = _check_instruction_mode(instructions)
-    check_images = validate_check_images(check_images)
+    check_images = parse_check_images(check_images)
     root, from_hub = resolve_root(
         root_or_repo,
         default_repo=MBEIR_REPO,
-        allow_patterns=_hub_patterns(split, list(datasets) if datasets else None, pool, instruction_mode is not None),
+        allow_patterns=hub_patterns(split, list(datasets) if datasets else None, pool, instruction_mode is not None),
         revision=revision,
         what="M-BEIR",
     )
     if image_root is None:
-        if from_hub and check_images:
+        if from_hub and check_images != "none":
             raise BenchmarkNotFoundError(
                 "M-BEIR: the images are not fetched from the Hub (mbeir_images.tar.gz parts); download and extract "
                 "them, then pass image_root=<directory holding mbeir_images/> (or check_images=False)"
@@ -116,7 +117,7 @@ def load_mbeir(
     if pool == "global":
         if not global_path.is_file():
             raise BenchmarkNotFoundError(f"M-BEIR: global candidate pool not found: {global_path}")
-        global_corpus = _load_pool(
+        global_corpus = load_pool(
             global_path, image_root=image_root, check_images=check_images, format_text=format_text,
             skips=global_skips, cache_dir=cache_dir,
         )
@@ -140,15 +141,15 @@ def load_mbeir(
             skips.merge(global_skips)
         else:
             if files.local_pool is None:
-                tried = ", ".join(str(p) for p in _local_pool_candidates(root, files.name, split))
+                tried = ", ".join(str(p) for p in local_pool_candidates(root, files.name, split))
                 raise BenchmarkNotFoundError(f"M-BEIR: no local candidate pool for {files.name} (tried {tried})")
             corpus_path = files.local_pool
-            corpus = _load_pool(
+            corpus = load_pool(
                 corpus_path, image_root=image_root, check_images=check_images, format_text=format_text,
                 skips=skips, cache_dir=cache_dir,
             )
             require_rows(len(corpus), what="candidates", file=corpus_path, skips=skips)
-        queries = _load_queries(
+        queries = load_queries(
             files, qrels, corpus, image_root=image_root, check_images=check_images, format_text=format_text,
             instructions=instruction_table, instruction_mode=instruction_mode or "random",
             seed=instruction_seed, skips=skips,

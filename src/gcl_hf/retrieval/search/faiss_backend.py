@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcl_hf.retrieval.search_inputs import Array, Exclude, exclude_pairs, shards_of
+from gcl_hf.retrieval.search.inputs import Array, Exclude, exclude_pairs, shards_of
 
 
 def _faiss() -> Any:

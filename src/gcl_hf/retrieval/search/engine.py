@@ -1,20 +1,21 @@
-"""The CPU search: a first pass over tiles keeps a shortlist that provably holds the canonical top-k, then
-the shortlist is rescored canonically.
+"""The CPU search engine: a streaming first pass over ``[query block, corpus chunk]`` tiles keeps a shortlist
+that provably holds the top-k, then the shortlist is rescored canonically.
 
-For every tile entry ``a`` the tile precision's bound (:class:`~gcl_hf.retrieval.search_rescore.TileBound`:
-float32, or bf16 from :mod:`~gcl_hf.retrieval.search_bf16`) gives an interval ``[a - E, a + E]`` around the
+For every tile entry ``a`` the tile precision's bound (:class:`~gcl_hf.retrieval.search.rescore.TileBound`:
+float32, bf16, or float64 whose own scores are the result) gives an interval ``[a - E, a + E]`` around the
 canonical score. ``Lambda``, a query's k-th largest lower end, is a lower bound of its canonical k-th
 score (k entries are at least that high), so an entry whose upper end stays below ``Lambda`` cannot be in
 the top-k. The scan keeps every entry whose upper end reaches the running ``Lambda`` (which only grows),
-and at the end the entries whose upper end reaches the final ``Lambda`` are rescored canonically and the
-top-k taken by (score desc, index asc): the exact canonical top-k, whatever the tile precision.
+and at the end the entries whose upper end reaches the final ``Lambda`` are rescored canonically (float64
+tiles: kept as they are) and the top-k taken by (score desc, index asc): the exact canonical top-k,
+whatever the tile precision or the BLAS that multiplied the tiles (:mod:`~gcl_hf.retrieval.search.blas`).
 
-Work: the corpus chunks are shared round-robin between Python threads with single-threaded torch ops (no
-OpenMP barrier per small op; each chunk is read, converted and its norm bounded once); every thread scores
-all queries against its chunks. ``Lambda`` is shared: any thread's value is a valid lower bound. A tile's
-candidates are found in one pass over it, a maximum over groups of 128 columns (for bf16 tiles on the bits
-read as int16, exact for positive thresholds), then a comparison inside the groups that reach the
-threshold. A query whose shortlist outgrows the cap is searched again with float32 tiles and no cap.
+Work: the corpus chunks are shared round-robin between Python threads with single-threaded ops (no OpenMP
+barrier per small op; each chunk is read, converted and its norm bounded once); every thread scores all
+queries against its chunks. ``Lambda`` is shared: any thread's value is a valid lower bound. A tile's
+candidates are found in one pass over it (:func:`candidates`), a maximum over groups of 128 columns (for
+bf16 tiles on the bits read as int16, exact for positive thresholds), then a comparison inside the groups
+that reach the threshold. A query whose shortlist outgrows the cap is searched again with float32 tiles.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from gcl_hf.retrieval.search_float32 import plan_search
-from gcl_hf.retrieval.search_inputs import (
+from gcl_hf.retrieval.search.blas import MatmulBackend, matmul_into
+from gcl_hf.retrieval.search.inputs import (
     Array,
     ChunkSpec,
     chunk_specs,
@@ -35,7 +37,7 @@ from gcl_hf.retrieval.search_inputs import (
     pairs_in,
     torch_threads,
 )
-from gcl_hf.retrieval.search_rescore import (
+from gcl_hf.retrieval.search.rescore import (
     FLOAT32_BOUND,
     TileBound,
     canonical_scores,
@@ -46,8 +48,36 @@ from gcl_hf.retrieval.search_rescore import (
 #: Candidates kept per query at most on the bf16 pass; beyond, the query is searched with float32 tiles.
 DEFAULT_SHORTLIST_CAP = 4096
 SUPER_BLOCK = 8192  # queries per pass over the corpus (bounds the shortlist memory)
-_GROUP = 128  # columns per group in the candidate scan
+GROUP = 128  # columns per group in the candidate scan
 _COLD_SAMPLE = 512  # columns whose k-th score starts a query's Lambda (any subset gives a valid bound)
+# Tile sizes (elements of the [query block, chunk] score buffer). On CPU a tile that stays in the
+# last-level cache lets the candidate scan read hot data; on a GPU large tiles keep the SMs busy.
+_CPU_TILE = 1024 * 2048
+_CPU_CHUNK = 2048
+_GPU_TILE = 64 * 1024 * 1024
+_GPU_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How the search tiles the work: ``query_block`` queries x ``chunk_size`` corpus rows."""
+
+    chunk_size: int
+    query_block: int
+
+
+def plan_search(num_queries: int, device: torch.device | str = "cpu", chunk_size: int | None = None,
+                query_block: int | None = None, k: int = 1) -> SearchPlan:
+    """The tiling of :func:`~gcl_hf.retrieval.search.exact_topk` (benchmarks run the same matmuls bare)."""
+    on_cpu = torch.device(device).type == "cpu"
+    if chunk_size is None:
+        chunk_size = _CPU_CHUNK if on_cpu else _GPU_CHUNK
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk_size = max(int(chunk_size), k + 1)
+    if query_block is None:
+        query_block = max(1, (_CPU_TILE if on_cpu else _GPU_TILE) // chunk_size)
+    return SearchPlan(chunk_size, max(1, min(int(query_block), max(num_queries, 1))))
 
 
 class _Shortlist:
@@ -106,10 +136,10 @@ class _Shortlist:
         return kept
 
 
-def _candidates(scores: torch.Tensor, thresh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(row, column)`` of the tile entries ``>= thresh`` (per row), in row-major order."""
+def candidates(scores: torch.Tensor, thresh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(row, column)`` of the tile entries ``>= thresh`` (per row), in row-major order: the group scan."""
     rows, width = scores.shape
-    if width % _GROUP:
+    if width % GROUP:
         return (scores >= thresh.unsqueeze(1)).nonzero(as_tuple=True)
     limit = thresh
     if scores.dtype == torch.bfloat16:
@@ -119,33 +149,55 @@ def _candidates(scores: torch.Tensor, thresh: torch.Tensor) -> tuple[torch.Tenso
         # For a threshold > +0, bf16 order agrees with the int16 order of the bits (negative numbers,
         # -0 and -inf have negative bits), and an integer max is much cheaper than a bf16 one.
         scores, limit = scores.view(torch.int16), bits
-    grouped = scores.view(rows, width // _GROUP, _GROUP)
+    grouped = scores.view(rows, width // GROUP, GROUP)
     hit_r, hit_g = (grouped.amax(dim=2) >= limit.unsqueeze(1)).nonzero(as_tuple=True)
     if hit_r.numel() == 0:
         return hit_r, hit_g
     inner_h, inner_c = (grouped[hit_r, hit_g] >= limit[hit_r].unsqueeze(1)).nonzero(as_tuple=True)
-    return hit_r[inner_h], hit_g[inner_h] * _GROUP + inner_c
+    return hit_r[inner_h], hit_g[inner_h] * GROUP + inner_c
 
 
-@torch.inference_mode()
-def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: torch.Tensor, alpha: torch.Tensor,
-          q_norm: torch.Tensor, shards: list[Array], specs: list[ChunkSpec], k: int, query_block: int,
-          pairs: torch.Tensor | None, shortlist: _Shortlist, bar: Any) -> tuple[torch.Tensor, ...]:
-    """Thread ``t``: score all queries of the block against chunks ``t, t + threads, ...``."""
-    with torch_threads(1 if threads > 1 else blas_threads):
-        num_q, dim = q_tile.shape
+@dataclass
+class _Pass:
+    """One pass of a block of queries over the corpus, shared by the threads (each scans its own chunks)."""
+
+    bound: TileBound
+    q_tile: torch.Tensor
+    alpha: torch.Tensor
+    q_norm: torch.Tensor
+    shards: list[Array]
+    specs: list[ChunkSpec]
+    k: int
+    query_block: int
+    pairs: torch.Tensor | None
+    threads: int
+    blas_threads: int
+    matmul: MatmulBackend
+    bar: Any
+
+    @torch.inference_mode()
+    def scan(self, t: int, shortlist: _Shortlist) -> tuple[torch.Tensor, ...]:
+        """Thread ``t``: score all queries of the block against chunks ``t, t + threads, ...``."""
+        with torch_threads(1 if self.threads > 1 else self.blas_threads):
+            return self._scan(t, shortlist)
+
+    def _scan(self, t: int, shortlist: _Shortlist) -> tuple[torch.Tensor, ...]:
+        bound, k, pairs, query_block = self.bound, self.k, self.pairs, self.query_block
+        num_q, dim = self.q_tile.shape
         lam = shortlist.lam
-        mine = specs[t::threads]
+        mine = self.specs[t::self.threads]
         width_max = max((s.stop - s.start for s in mine), default=0)
-        convert = bound.dtype != torch.float32
+        source = torch.float64 if bound.dtype == torch.float64 else torch.float32
+        convert = bound.dtype != source
         chunk_t = torch.empty((width_max, dim), dtype=bound.dtype) if convert else None
         buffer = torch.empty(min(query_block, num_q) * width_max, dtype=bound.dtype)
+        matmul = self.matmul if bound.dtype == torch.float32 else "torch"
         ex_cols = pairs[:, 1].contiguous() if pairs is not None else None
         cold_blocks = set(range(0, num_q, query_block))  # blocks that may still have a query at -inf
         for spec in mine:
-            chunk = load_chunk(shards, spec, torch.device("cpu"), torch.float32)
+            chunk = load_chunk(self.shards, spec, torch.device("cpu"), source)
             width, offset = chunk.shape[0], spec.offset
-            fixed = bound.fixed(alpha, q_norm, max_row_norm(chunk), dim)
+            fixed = bound.fixed(self.alpha, self.q_norm, 0.0 if bound.exact else max_row_norm(chunk), dim)
             if convert:
                 chunk = chunk_t[:width].copy_(chunk)
             ex = None
@@ -155,7 +207,7 @@ def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: tor
             for qs in range(0, num_q, query_block):
                 qe = min(qs + query_block, num_q)
                 scores = buffer[: (qe - qs) * width].view(qe - qs, width)
-                torch.mm(q_tile[qs:qe], chunk.T, out=scores)
+                matmul_into(self.q_tile[qs:qe], chunk, scores, matmul)
                 if ex is not None and (sel := pairs_in(ex, qs, qe)) is not None:
                     scores[sel[:, 0], sel[:, 1] - offset] = -math.inf
                 fixed_b = fixed[qs:qe]
@@ -163,12 +215,13 @@ def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: tor
                 if qs in cold_blocks and width >= k:  # no bound yet: the k-th lower end among some of
                     cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # this tile's entries is one
                     if cold.numel():
-                        sample = scores[:, : max(k, _COLD_SAMPLE)].index_select(0, cold).float()
-                        a_k = torch.topk(sample, k, dim=1).values[:, k - 1]
+                        sample = scores[:, : max(k, _COLD_SAMPLE)].index_select(0, cold)
+                        a_k = torch.topk(sample if bound.dtype != torch.bfloat16 else sample.float(), k,
+                                         dim=1).values[:, k - 1]
                         lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
                     if not bool(torch.isneginf(lam_b).any()):
                         cold_blocks.discard(qs)  # Lambda only grows
-                r, col = _candidates(scores, bound.threshold_from(lam_b, fixed_b))
+                r, col = candidates(scores, bound.threshold_from(lam_b, fixed_b))
                 if r.numel():
                     approx = scores[r, col].double()
                     err = bound.error_from(approx, fixed_b[r])
@@ -176,8 +229,8 @@ def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: tor
                         keep = approx + err >= lam_b[r]
                         r, col, approx, err = r[keep], col[keep], approx[keep], err[keep]
                     shortlist.add(r + qs, approx - err, approx + err, col + offset)
-            if bar is not None:
-                bar.update(width)
+            if self.bar is not None:
+                self.bar.update(width)
         return shortlist.prune()
 
 
@@ -185,10 +238,12 @@ def _scan(t: int, threads: int, blas_threads: int, bound: TileBound, q_tile: tor
 def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: TileBound = FLOAT32_BOUND, *,
                    chunk_size: int | None = None, query_block: int | None = None,
                    pairs: torch.Tensor | None = None, threads: int = 1, cap: int | None = None, bar: Any = None,
-                   blas_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Canonical top-``k`` (scores, indices) of float32 CPU ``queries`` through a first pass in ``bound``'s
-    precision (see the module doc). ``cap`` bounds each query's shortlist (None: no bound). Runs best
-    under ``torch.set_num_threads(1)``; ``blas_threads`` is what the matmuls use when ``threads`` is 1."""
+                   blas_threads: int | None = None,
+                   matmul: MatmulBackend = "torch") -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (scores, indices) of CPU ``queries`` (float32, or float64 with ``FLOAT64_TILES``) through
+    a first pass in ``bound``'s precision (see the module doc). ``cap`` bounds each query's shortlist (None:
+    no bound). Runs best under ``torch.set_num_threads(1)``; ``blas_threads`` is what the matmuls use when
+    ``threads`` is 1; ``matmul`` the resolved backend of float32 tiles."""
     num_q, dim = queries.shape
     if cap is not None and cap < k:
         raise ValueError(f"shortlist_cap must be >= k ({k}), got {cap}")
@@ -197,19 +252,19 @@ def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: Ti
     threads = max(1, min(threads, len(specs)))
     blas_threads = blas_threads or torch.get_num_threads()
     q_tile, alpha, q_norm = bound.terms(queries)
-    band_rows, band_cols, fallback = [], [], []
+    band_rows, band_cols, band_scores, fallback = [], [], [], []
     for s0 in range(0, num_q, SUPER_BLOCK):
         s1 = min(s0 + SUPER_BLOCK, num_q)
         lam = torch.full((s1 - s0,), -math.inf, dtype=torch.float64)
         lock = threading.Lock()
         lists = [_Shortlist(lam, k, cap, lock) for _ in range(threads)]
-        args = (bound, q_tile[s0:s1], alpha[s0:s1], q_norm[s0:s1], shards, specs, k, plan.query_block,
-                pairs_in(pairs, s0, s1))
+        run = _Pass(bound, q_tile[s0:s1], alpha[s0:s1], q_norm[s0:s1], shards, specs, k, plan.query_block,
+                    pairs_in(pairs, s0, s1), threads, blas_threads, matmul, bar)
         if threads == 1:
-            parts = [_scan(0, 1, blas_threads, *args, lists[0], bar)]
+            parts = [run.scan(0, lists[0])]
         else:
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exact_topk") as pool:
-                parts = list(pool.map(lambda t, a=args, sl=lists: _scan(t, threads, 1, *a, sl[t], bar), range(threads)))
+                parts = list(pool.map(run.scan, range(threads), lists))
         rows, upper, index = (torch.cat(p) for p in zip(*parts))
         # Lambda: the k-th largest lower end over all entries (each thread's k largest are in its `low`).
         final = torch.topk(torch.cat([sl.low for sl in lists], dim=1), k, dim=1).values[:, k - 1]
@@ -220,9 +275,11 @@ def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: Ti
         band &= ~overflow[rows]
         band_rows.append(rows[band] + s0)
         band_cols.append(index[band])
+        band_scores.append(upper[band])  # exact tiles: upper end = the tile score
         fallback.append(overflow.nonzero().squeeze(1) + s0)
     rows, cols = torch.cat(band_rows), torch.cat(band_cols)
-    vals, idx = topk_of_pairs(rows, cols, canonical_scores(queries, shards, rows, cols, threads), num_q, k)
+    scores = torch.cat(band_scores) if bound.exact else canonical_scores(queries, shards, rows, cols, threads)
+    vals, idx = topk_of_pairs(rows, cols, scores, num_q, k)
     redo = torch.cat(fallback)
     if redo.numel():  # shortlists over the cap: float32 tiles, no cap
         position = torch.full((num_q,), -1, dtype=torch.int64)
@@ -233,6 +290,6 @@ def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: Ti
             sub = torch.stack([mapped[mapped >= 0], pairs[mapped >= 0, 1]], dim=1)
         v, i = shortlist_topk(queries.index_select(0, redo), shards, k, FLOAT32_BOUND, chunk_size=chunk_size,
                               query_block=query_block, pairs=sub, threads=threads, bar=None,
-                              blas_threads=blas_threads)
+                              blas_threads=blas_threads, matmul=matmul)
         vals[redo], idx[redo] = v, i
     return vals, idx

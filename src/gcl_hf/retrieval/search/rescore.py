@@ -13,10 +13,16 @@ Bounds (``S = sum_i |q_i c_i| <= |q| |c|``, ``u`` = unit roundoff, ``gamma_n = n
 * canonical vs exact: ``|canon - q.c| <= (gamma_L(2^-53) + 2^-24 (1 + gamma_L(2^-53))) S`` with
   ``L = ceil(log2 D)`` tree levels (:func:`canonical_error`).
 * a float32 matmul (any summation order, with or without FMA): ``|s - q.c| <= gamma_D(2^-24) S``.
-* a bf16 matmul with float32 accumulation and a bf16 output, from ``q = q_h + q_l`` (``q_h = bf16(q)``):
-  see :mod:`gcl_hf.retrieval.search_bf16`.
+* a bf16 matmul with float32 accumulation and a bf16 output, from ``q = q_h + q_l`` (``q_h = bf16(q)``,
+  likewise ``c = c_h + c_l`` with ``|c_l| <= u |c|``, ``u = 2^-8``): ``|q.c - q_h.c_h| <= (u |q_h| + |q_l|) |c|``
+  (inputs), ``|acc - q_h.c_h| <= gamma_D(2^-24) |q_h| |c_h|`` with ``|c_h| <= (1 + u) |c|`` (accumulation),
+  ``|a - acc| <= u / (1 - u) |a|`` (output rounding); for unit vectors about 0.005 plus 0.4 % of the score.
+  This is what torch's CPU bf16 matmul does (oneDNN, or torch's own kernels for small shapes): exact
+  products, float32 accumulation, one rounding to bf16.
 
-Both tile bounds take the form ``|a - canon| <= E(a) = relative |a| + alpha_q |c| + slack``
+The float32 bound assumes nothing about the kernel but float32 arithmetic (any order, any blocking of the
+sum, FMA or not), so it holds for every BLAS the search may pick (MKL, OpenBLAS:
+:mod:`~gcl_hf.retrieval.search.blas`). Both tile bounds take the form ``|a - canon| <= E(a) = relative |a| + alpha_q |c| + slack``
 (:class:`TileBound`), with ``alpha_q`` per query and ``|c|`` bounded per corpus chunk.
 
 Each bound also gets an absolute slack ``D 2^-120 (|q| + |c| + 1)`` that covers flushing of subnormal
@@ -32,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gcl_hf.retrieval.search_inputs import Array, gather_rows, torch_threads
+from gcl_hf.retrieval.search.inputs import Array, gather_rows, torch_threads
 
 U32 = 2.0**-24  # float32 unit roundoff
 U64 = 2.0**-53  # float64 unit roundoff
@@ -168,7 +174,7 @@ def canonical_scores(queries: torch.Tensor, shards: list[Array], rows: torch.Ten
 def topk_of_pairs(rows: torch.Tensor, cols: torch.Tensor, scores: torch.Tensor, num_queries: int,
                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per query, the top-``k`` of its pairs by (score desc, corpus index asc); missing slots -inf / -1."""
-    vals = torch.full((num_queries, k), -math.inf, dtype=torch.float32)
+    vals = torch.full((num_queries, k), -math.inf, dtype=scores.dtype)
     idx = torch.full((num_queries, k), -1, dtype=torch.int64)
     if rows.numel() == 0 or k == 0:
         return vals, idx
@@ -191,16 +197,20 @@ class TileBound:
     ``E(a) = relative |a| + alpha_q |c| + 3 slack`` (inflated by :data:`SAFETY`).
 
     ``terms(queries)`` gives ``(queries in the tile dtype, alpha_q, |q|)`` (float64 factors); ``floor(x)``
-    the largest value of the tile dtype ``<= x`` (float64 in)."""
+    the largest value of the tile dtype ``<= x`` (float64 in). ``exact``: the tile scores are the result
+    (float64 tiles: ``E = 0``, no rescoring)."""
 
     name: str
     dtype: torch.dtype
     relative: float
     terms: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     floor: Callable[[torch.Tensor], torch.Tensor]
+    exact: bool = False
 
     def fixed(self, alpha: torch.Tensor, query_norm: torch.Tensor, corpus_norm: float, dim: int) -> torch.Tensor:
         """The part of ``E`` that does not depend on the score, for corpus rows of norm <= ``corpus_norm``."""
+        if self.exact:
+            return torch.zeros_like(alpha)
         return (alpha * corpus_norm + 3 * flush_slack(dim, query_norm, corpus_norm)) * SAFETY
 
     def error_from(self, approx: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -242,3 +252,45 @@ def _float32_terms(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 
 #: float32 tiles: ``|s - canon| <= (gamma_D(2^-24) + canonical_error) |q| |c|`` (no output rounding).
 FLOAT32_BOUND = TileBound("float32", torch.float32, 0.0, _float32_terms, float32_floor)
+
+
+def _bf16_terms(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(bf16 queries, alpha_q, |q|)`` with ``alpha_q = (u + gamma_D (1 + u)) |q_h| + |q_l| + canonical_error |q|``
+    (``|q_l|``, the query's actual rounding residual, is about ``0.35 u |q|``)."""
+    dim = queries.shape[1]
+    q_h = queries.to(torch.bfloat16)
+    q_l = queries - q_h.float()  # exact: the rounding residual of a float32 value fits in float32
+    norm_h, norm_l, norm = float64_norms(q_h.float()), float64_norms(q_l), float64_norms(queries)
+    acc = float32_matmul_error(dim)
+    alpha = ((U_BF16 + acc * (1 + U_BF16)) * norm_h + norm_l + canonical_error(dim) * norm) * SAFETY
+    return q_h, alpha, norm
+
+
+def bf16_floor(x: torch.Tensor) -> torch.Tensor:
+    """The largest bfloat16 ``<= x`` (float64 in; below ``-max`` clamps to ``-max``, ``+inf`` stays)."""
+    x = x.clamp(min=-_BF16_MAX)
+    f = x.float()
+    f = torch.where(f.double() > x, torch.nextafter(f, torch.tensor(-math.inf)), f)
+    h = f.to(torch.bfloat16)
+    bits = h.view(torch.int16)
+    # one step down: smaller magnitude for a positive number, larger for a negative one, -min below +0
+    down = torch.where(bits > 0, bits - 1, torch.where(bits == 0, torch.full_like(bits, -32767), bits + 1))
+    return torch.where(h.float() > f, down, bits).view(torch.bfloat16)
+
+
+_BF16_MAX = (2 - 2.0**-7) * 2.0**127
+#: bf16 tiles: ``E(a) = u/(1-u) |a| + alpha_q |c| + slack`` (see the module doc).
+BF16_BOUND = TileBound("bf16", torch.bfloat16, U_BF16 / (1 - U_BF16), _bf16_terms, bf16_floor)
+
+
+def _float64_terms(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    zero = torch.zeros(queries.shape[0], dtype=torch.float64)
+    return queries, zero, zero
+
+
+def _float64_floor(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(min=-torch.finfo(torch.float64).max).nan_to_num(nan=math.inf)  # excluded (-inf) entries stay out
+
+
+#: float64 tiles: their own scores are the result (``E = 0``; nothing is rescored).
+FLOAT64_TILES = TileBound("float64", torch.float64, 0.0, _float64_terms, _float64_floor, exact=True)
