@@ -9,6 +9,7 @@ fraction of a second per step, and any code that handles CLIP handles it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +18,19 @@ from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokeniz
 
 from gcl_hf.demo.config import DemoBackboneConfig, demo_max_length
 from gcl_hf.demo.items import caption_vocabulary
-from gcl_hf.testing import tiny_image_processor
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
+
+
+def _image_processor(image_size: int) -> Any:
+    """CLIP's image processor at ``image_size`` (resize the shortest edge, centre crop); the PIL flavour where
+    transformers has one, so preprocessing needs no torchvision."""
+    try:
+        from transformers import CLIPImageProcessorPil as image_processor_class
+    except ImportError:  # transformers without the separate PIL class
+        from transformers import CLIPImageProcessor as image_processor_class
+    return image_processor_class(size={"shortest_edge": image_size},
+                                 crop_size={"height": image_size, "width": image_size})
 
 
 def build_demo_tokenizer(vocabulary: Sequence[str] | None = None, max_length: int | None = None) -> PreTrainedTokenizerFast:
@@ -43,7 +54,7 @@ def build_demo_tokenizer(vocabulary: Sequence[str] | None = None, max_length: in
 
 def build_demo_processor(tokenizer: PreTrainedTokenizerFast | None = None, image_size: int = 48) -> CLIPProcessor:
     """A ``CLIPProcessor``: CLIP image preprocessing at ``image_size`` px + the demo tokenizer."""
-    return CLIPProcessor(image_processor=tiny_image_processor(image_size), tokenizer=tokenizer or build_demo_tokenizer())
+    return CLIPProcessor(image_processor=_image_processor(image_size), tokenizer=tokenizer or build_demo_tokenizer())
 
 
 def demo_clip_config(tokenizer: PreTrainedTokenizerFast, config: DemoBackboneConfig | None = None) -> CLIPConfig:
