@@ -264,7 +264,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
     if data_args.max_train_samples is not None:
         train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
     model = build_model(model_args, training_args)
-    lora = training_args.lora_config()
+    lora = training_args.lora_config(model)
     if lora is not None:
         from gcl_hf.modeling.lora import check_lora_targets
 
