@@ -3,24 +3,52 @@
 ``import gcl_hf`` registers ``GCLConfig``/``GCLModel`` with ``AutoConfig``/``AutoModel`` (and the VISTA backbone,
 ``model_type="vista"``, with the auto classes of config, model, image processor and processor). The heavier
 parts (trainer, data, evaluation) load on first use.
+
+The `gcl-hf` command line (the console script, ``python -m gcl_hf.cli``) imports this package without the
+registration, so that ``--help`` and ``--version`` answer without loading torch; a command that runs calls
+:func:`register_auto_classes` itself, and so does the first use of a model name below.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
-from transformers import AutoConfig, AutoModel
-
 import gcl_hf._moved  # noqa: F401 - an import of a moved module names its new path
-from gcl_hf.modeling.configuration import GCLConfig
-from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss, parse_pairs
-from gcl_hf.modeling.model import GCLModel, GCLOutput
 
 __version__ = "0.1.0"
 
-AutoConfig.register(GCLConfig.model_type, GCLConfig, exist_ok=True)
-AutoModel.register(GCLConfig, GCLModel, exist_ok=True)
+
+def register_auto_classes() -> None:
+    """Register ``GCLConfig`` / ``GCLModel`` with transformers' ``AutoConfig`` / ``AutoModel``, the VISTA backbone
+    with the auto classes, and wire ``GCLModel.push_to_hub``'s publisher (once per process)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoConfig, AutoModel
+
+    from gcl_hf.modeling.configuration import GCLConfig
+    from gcl_hf.modeling.model import GCLModel
+    from gcl_hf.modeling.vista import register as register_vista
+
+    AutoConfig.register(GCLConfig.model_type, GCLConfig, exist_ok=True)
+    AutoModel.register(GCLConfig, GCLModel, exist_ok=True)
+    GCLModel.publisher = staticmethod(_publish)
+    register_vista()
+    _registered = True
+
+
+_registered = False
+
+
+def _started_by_cli() -> bool:
+    """Whether this process is the `gcl-hf` command line (console script or ``python -m gcl_hf.cli``)."""
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    orig = getattr(sys, "orig_argv", [])
+    return script in ("gcl-hf", "gcl-hf.exe") or any(
+        a == "-m" and b in ("gcl_hf.cli", "gcl_hf.cli.main") for a, b in zip(orig, orig[1:]))
 
 
 def _publish(*args: Any, **kwargs: Any) -> Any:
@@ -30,14 +58,15 @@ def _publish(*args: Any, **kwargs: Any) -> Any:
     return publish(*args, **kwargs)
 
 
-GCLModel.publisher = staticmethod(_publish)
-
-from gcl_hf.modeling.vista import register as _register_vista  # noqa: E402
-
-_register_vista()
-
 #: public name -> module that defines it (imported lazily)
 _LAZY = {
+    "GCLConfig": "gcl_hf.modeling.configuration",
+    "GCLModel": "gcl_hf.modeling.model",
+    "GCLOutput": "gcl_hf.modeling.model",
+    "ALL_PAIRS": "gcl_hf.losses.gcl",
+    "CLIP_PAIRS": "gcl_hf.losses.gcl",
+    "gcl_loss": "gcl_hf.losses.gcl",
+    "parse_pairs": "gcl_hf.losses.gcl",
     "GCLTrainer": "gcl_hf.training.trainer",
     "GCLTrainingArguments": "gcl_hf.training.arguments",
     "GCLCollator": "gcl_hf.data.collator",
@@ -57,6 +86,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from gcl_hf.losses.gcl import ALL_PAIRS, CLIP_PAIRS, gcl_loss, parse_pairs  # noqa: F401
+    from gcl_hf.modeling.configuration import GCLConfig  # noqa: F401
+    from gcl_hf.modeling.model import GCLModel, GCLOutput  # noqa: F401
     from gcl_hf.retrieval.analysis import modality_gap  # noqa: F401
     from gcl_hf.benchmarks import RetrievalTask, load_benchmark  # noqa: F401
     from gcl_hf.data.collator import GCLCollator  # noqa: F401
@@ -72,20 +104,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        register_auto_classes()  # a model name used first: the Auto classes know it too
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'gcl_hf' has no attribute {name!r}")
 
 
-__all__ = [
-    "ALL_PAIRS",
-    "CLIP_PAIRS",
-    "GCLConfig",
-    "GCLModel",
-    "GCLOutput",
-    "gcl_loss",
-    "parse_pairs",
-    "__version__",
-    *_LAZY,
-]
+if not _started_by_cli():
+    register_auto_classes()
+
+__all__ = ["__version__", "register_auto_classes", *_LAZY]

@@ -11,13 +11,16 @@ reduced data.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ERRORS_MODES", "MAX_KEPT", "RecordError", "SkipReport", "SkippedRecord", "check_errors_mode"]
+__all__ = ["ERRORS_MODES", "MAX_KEPT", "RecordError", "SkipReport", "SkippedRecord", "check_errors_mode",
+           "note_details"]
 
 #: Accepted values of every ``errors=`` option.
 ERRORS_MODES = ("raise", "skip")
@@ -34,7 +37,47 @@ def check_errors_mode(errors: str) -> str:
     return errors
 
 
-class RecordError(ValueError):
+#: The traceback note that carries a record error's fields out of a dataloader worker (see `note_details`).
+_NOTE = "gcl-hf record: "
+_WORKER_MESSAGE = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+class _RecordErrorType(type):
+    """Rebuilds a record error that a torch DataLoader worker raised: torch re-raises it in the main process as
+    ``ErrorClass(message=<"Caught ... in DataLoader worker process N." + the worker's traceback>)`` (because the
+    class has a ``message`` attribute); that text becomes the original error again, its fields included when
+    the worker added `note_details`, so the command line's one line names the row and the path."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not args and set(kwargs) == {"message"}:
+            return _from_message(cls, str(kwargs["message"]))
+        return super().__call__(*args, **kwargs)
+
+
+def _from_message(cls: type[RecordError], text: str) -> RecordError:
+    if not _WORKER_MESSAGE.match(text):
+        return _rebuild(cls, text, {})
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    note = next((line for line in reversed(lines) if line.startswith(_NOTE)), None)
+    if note is not None:
+        try:
+            data = json.loads(note[len(_NOTE):])
+            return _rebuild(cls, data["reason"], data["details"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    last = next((line for line in reversed(lines) if not line.startswith(_NOTE)), text)
+    return _rebuild(cls, last.split(": ", 1)[1] if ": " in last else last, {})
+
+
+def note_details(exc: RecordError) -> RecordError:
+    """Add ``exc``'s reason and fields to its traceback as a note, so that when a dataloader worker raises it the
+    main process rebuilds the same error (torch passes only the traceback text across). Returns ``exc``."""
+    if not any(str(n).startswith(_NOTE) for n in getattr(exc, "__notes__", ())):
+        exc.add_note(_NOTE + json.dumps({"reason": exc.reason, "details": exc.details()}, default=str))
+    return exc
+
+
+class RecordError(ValueError, metaclass=_RecordErrorType):
     """A malformed or unreadable input record.
 
     Args:
@@ -99,6 +142,11 @@ class RecordError(ValueError):
         values = {"source": self.source, "line": self.line, "row": self.row, "record": self.record,
                   "field": self.field, "path": self.path, "location": self._location, "offset": self.offset}
         return {k: v for k, v in values.items() if v is not None}
+
+    @property
+    def message(self) -> str:
+        """The one-line message (also what makes torch's worker re-raise go through ``message=``)."""
+        return self._message()
 
     def __reduce__(self):  # keep the attributes across process boundaries (dataloader workers)
         return (_rebuild, (type(self), self.reason, self.details()))

@@ -169,9 +169,10 @@ def render_results(benchmark: str, results: dict[str, dict[str, float]], headlin
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # first: --help and bad flags load no torch
+
     from gcl_hf.retrieval.options import EncodeOptions
 
-    args = parse_args(argv)
     options = _options(args)
     tasks = load_tasks(args.benchmark, args.root, options)  # first: a missing or malformed file fails fast
     model = load_model(args.model, revision=args.revision, device=args.device)

@@ -4,6 +4,10 @@ A known failure (missing file, malformed benchmark row, the Hub offline or a rep
 argument) prints one ``gcl-hf <command>: error: ...`` line on stderr and exits with status 1 (2 for bad
 arguments); ``gcl-hf --debug <command> ...`` (or ``--debug`` after the command, or ``GCL_HF_DEBUG=1``) shows
 the traceback instead.
+
+Start-up stays light: ``gcl-hf --help``, ``--version`` and every ``gcl-hf <command> --help`` import no torch,
+transformers or datasets (each sub-command module imports them inside the code that runs); the Auto classes
+are registered (:func:`gcl_hf.register_auto_classes`) only when a command actually runs.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
-from gcl_hf.cli.common import known_errors, normalize_flags, one_line
+from gcl_hf.cli.common import CLIError, known_errors, normalize_flags, one_line
 
 #: sub-command -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,6 +42,21 @@ def _usage() -> str:
     lines += ["", "Run `gcl-hf <command> --help` for a command's options. Flags take dashes or underscores",
               "(--batch-size = --batch_size); --debug shows the traceback of a failure."]
     return "\n".join(lines)
+
+
+#: Others' warnings a gcl-hf command filters because they are known noise, not news for the user:
+#: peft reads transformers' deprecated ``is_gradient_checkpointing`` alias of every model it wraps (LoRA).
+_KNOWN_NOISE = ((FutureWarning, r"`is_gradient_checkpointing` is deprecated"),)
+
+
+def _filter_known_noise() -> None:
+    for category, message in _KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return any(a in ("-h", "--help") for a in options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,20 +83,34 @@ def main(argv: list[str] | None = None) -> int:
         rest = normalize_flags(rest)
     prog = f"gcl-hf {command}"
     try:
-        module = importlib.import_module(COMMANDS[command][0])
+        module = importlib.import_module(COMMANDS[command][0])  # before torch: a module may set its environment
+        if not _asks_for_help(rest):
+            import gcl_hf
+
+            _filter_known_noise()
+            gcl_hf.register_auto_classes()
         return int(module.main(rest) or 0)
+    except SystemExit as exc:  # --help or a bad argument (argparse): already reported
+        if not isinstance(exc, CLIError):
+            raise
+        return _report(prog, exc, debug)
     except KeyboardInterrupt:
         if debug:
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except known_errors() as exc:
-        if debug:
-            traceback.print_exc()
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-        else:
-            print(f"{prog}: error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
-        return 1
+        return _report(prog, exc, debug)
+
+
+def _report(prog: str, exc: BaseException, debug: bool) -> int:
+    """A known failure: one line on stderr (with ``--debug``, the traceback first), exit status 1."""
+    if debug:
+        traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+    else:
+        print(f"{prog}: error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

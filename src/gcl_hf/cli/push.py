@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import CommitInfo
+from gcl_hf.cli.common import CLIError, GCLArgumentParser, one_line
 
-from gcl_hf.cli.common import GCLArgumentParser
-from gcl_hf.hub.card import FORMS
-from gcl_hf.hub.loading import load
-from gcl_hf.hub.publish import publish
+#: `gcl_hf.hub.card.FORMS`, spelt out so that `gcl-hf push --help` loads no Hub code (tests/cli/test_push.py
+#: checks they agree)
+FORMS = ("full", "adapter", "backbone")
+
+if TYPE_CHECKING:  # pragma: no cover
+    from huggingface_hub import CommitInfo
 
 
 def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -53,8 +55,20 @@ def resolve_push_arguments(parser: argparse.ArgumentParser, args: argparse.Names
 
 
 def run_push(args: argparse.Namespace) -> CommitInfo:
-    """Run ``gcl-hf push``: load ``model_dir`` (and its processor, if saved there) and :func:`publish` it."""
+    """Run ``gcl-hf push``: load ``model_dir`` (and its processor, if saved there) and :func:`publish` it.
+
+    What can be checked before any upload is, each as one line: the model can be published in ``--form``
+    (``--base-model`` for an adapter), a token exists, and the Hub answers with it."""
+    from gcl_hf.hub.loading import load
+    from gcl_hf.hub.publish import check_publishable, publish
+
+    if not Path(args.model_dir).is_dir():
+        raise CLIError(f"model directory not found: {args.model_dir}")
     model = load(args.model_dir, allow_pickle=args.allow_pickle)
+    try:
+        check_publishable(model, args.form, args.base_model)
+    except ValueError as exc:
+        raise CLIError(_flag_names(one_line(exc))) from exc
     processor = _local_processor(Path(args.model_dir))
     training_info = json.loads(Path(args.training_info).read_text(encoding="utf-8")) if args.training_info else None
     commit = publish(
@@ -65,6 +79,13 @@ def run_push(args: argparse.Namespace) -> CommitInfo:
     )
     print(f"pushed {args.form} form to {commit.commit_url} (commit {commit.oid})")
     return commit
+
+
+def _flag_names(message: str) -> str:
+    """`check_publishable`'s advice in terms of this command's flags (``base_model='org/name'`` →
+    ``--base-model org/name``)."""
+    return (message.replace("base_model='org/name'", "--base-model org/name").replace("form='", "--form '")
+            .replace("publish form=", "use --form "))
 
 
 def _local_processor(model_dir: Path) -> Any | None:

@@ -6,19 +6,23 @@ with underscores or dashes (``--per_device_train_batch_size`` = ``--per-device-t
 flags. Works under ``accelerate launch`` and ``torchrun`` (``accelerate launch -m gcl_hf.cli train ...`` or
 ``examples/train_gcl.py``).
 
-Outputs in ``--output_dir``: the `GCLModel` (``save_pretrained``), with LoRA also ``adapter/`` (adapter + trained
+``--output_dir`` is required. ``gcl-hf train --help`` lists gcl-hf's own flags at once; ``--help-all`` adds
+every transformers `TrainingArguments` flag (it loads transformers). Outputs in ``--output_dir``: the `GCLModel` (``save_pretrained``), with LoRA also ``adapter/`` (adapter + trained
 temperature), and with ``--save_backbone`` (default) ``backbone/``: the merged backbone as a plain checkpoint of
 its own class (``CLIPModel.from_pretrained(output_dir + "/backbone")``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from gcl_hf.cli.common import CLIError, GCLArgumentParser
 
 __all__ = ["DataArguments", "ModelArguments", "build_model", "default_num_workers", "main", "parse_args", "run"]
 
@@ -94,8 +98,58 @@ class DataArguments:
     )
 
 
+#: The training flags `gcl-hf train --help` names without loading transformers (all: --help-all).
+_TRAINING_FLAGS = (
+    ("--output_dir DIR", "where the model, checkpoints and logs go (required)"),
+    ("--resume_from_checkpoint DIR|last", "continue from a checkpoint directory, or 'last': the newest complete "
+                                          "checkpoint in --output_dir"),
+    ("--per_device_train_batch_size N", "pairs per device and step (each pair's negatives: the other pairs of the "
+                                        "batch; default 8)"),
+    ("--learning_rate, --num_train_epochs, --max_steps, --save_steps, ...", "every transformers TrainingArguments "
+                                                                            "flag"),
+    ("--pairs, --pair_weights, --negatives, --objective, --fusion", "the GCL loss (default: the model config's)"),
+    ("--lora_r, --lora_alpha, --lora_dropout, --lora_target_modules", "LoRA instead of full fine-tuning"),
+    ("--gradient_cache_chunk_size, --freeze_vision, --freeze_text, --image_errors, ...", "memory, what trains, "
+                                                                                          "bad images"),
+)
+
+
+def _help_parser() -> GCLArgumentParser:
+    """`gcl-hf train --help` without transformers: the model and data flags in full, the training flags named."""
+    epilog = "training flags (gcl-hf train --help-all lists all of them with their defaults):\n" + "\n".join(
+        f"  {flag}\n      {text}" for flag, text in _TRAINING_FLAGS)
+    parser = GCLArgumentParser(prog="gcl-hf train", description=__doc__, epilog=epilog, add_help=False)
+    parser.add_argument("-h", "--help", action="help", help="show this help message and exit")
+    parser.add_argument("--help-all", action="store_true", help="also list every TrainingArguments flag")
+    for cls in (ModelArguments, DataArguments):
+        group = parser.add_argument_group(cls.__doc__.strip().rstrip("."))
+        for f in dataclasses.fields(cls):
+            meta = dict(f.metadata)
+            flags = [f"--{f.name}", *meta.get("aliases", [])]
+            default = None if f.default is dataclasses.MISSING else f.default
+            kwargs: dict[str, Any] = {"help": meta.get("help", ""), "default": default}
+            if "choices" in meta:
+                kwargs["choices"] = meta["choices"]
+            if f.default is dataclasses.MISSING:
+                kwargs["help"] += " (required)"
+            group.add_argument(*flags, **kwargs)
+    return parser
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    names = (flag, flag.replace("_", "-"))
+    return any(a == n or a.startswith(n + "=") for a in argv for n in names)
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, Any]:
-    """Parse flags (or one ``.json`` / ``.yaml`` file of them) into the three argument dataclasses."""
+    """Parse flags (or one ``.json`` / ``.yaml`` file of them) into the three argument dataclasses.
+
+    ``--output_dir`` is required (one ``error:`` line, exit status 2, instead of transformers' silent
+    ``trainer_output``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv) and "--help-all" not in argv:
+        _help_parser().parse_args(["--help"])  # exits
+    argv = ["--help" if a == "--help-all" else a for a in argv]
     from transformers import HfArgumentParser
 
     from gcl_hf.training.arguments import GCLTrainingArguments
@@ -104,20 +158,34 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         def error(self, message: str):  # one line, as every gcl-hf command reports a bad argument
             self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser((ModelArguments, DataArguments, GCLTrainingArguments),
                      prog="gcl-hf train", description=__doc__.split("\n\n")[0])
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        path = os.path.abspath(argv[0])
+        if not os.path.isfile(path):
+            parser.error(f"{argv[0]}: no such file of flags")
+        given = _file_keys(path)
+        if "output_dir" not in given:
+            parser.error(f"{argv[0]}: output_dir is required (where the model, checkpoints and logs go)")
+        read = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
+        return read(path)
     try:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:  # unknown flags, or argument combinations the dataclasses reject
         parser.error(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+    if not _given(argv, "--output_dir"):
+        parser.error("--output_dir is required (where the model, checkpoints and logs go)")
     if not any(a.startswith(("--dataloader_num_workers", "--dataloader-num-workers")) for a in argv):
         training_args.dataloader_num_workers = default_num_workers()
     return model_args, data_args, training_args
+
+
+def _file_keys(path: str) -> set[str]:
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+    return set(data) if isinstance(data, dict) else set()
 
 
 def default_num_workers() -> int:
@@ -159,7 +227,12 @@ def _load_eval_tasks(data_args: DataArguments) -> list[Any]:
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any) -> dict[str, Any]:
-    """Load data and model, train with `GCLTrainer`, save; returns the train metrics and the output paths."""
+    """Load data and model, train with `GCLTrainer`, save; returns the train metrics and the output paths.
+
+    A local model directory is recorded by its absolute path (so an adapter trained from it loads from any
+    directory); a model that is neither local nor reachable is one error naming it and the Hub cache."""
+    from gcl_hf.hub.adapter import portable_model_path
+    from gcl_hf.hub.loading import check_model_available
     from gcl_hf.modeling.loading import load_processor
 
     from gcl_hf.data.collator import GCLCollator
@@ -167,6 +240,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
     from gcl_hf.modeling.model import is_peft_model
     from gcl_hf.training.trainer import GCLTrainer
 
+    model_args.model_name_or_path = portable_model_path(model_args.model_name_or_path)
+    model_args.processor_name_or_path = portable_model_path(model_args.processor_name_or_path)
+    check_model_available(model_args.model_name_or_path, revision=model_args.revision)
+    if model_args.processor_name_or_path:
+        check_model_available(model_args.processor_name_or_path)
     processor = load_processor(model_args.processor_name_or_path or model_args.model_name_or_path,
                                revision=model_args.revision)
     # data loading reads the source columns and renames them to "image" / "text"
@@ -186,6 +264,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
     if data_args.max_train_samples is not None:
         train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
     model = build_model(model_args, training_args)
+    lora = training_args.lora_config(model)
+    if lora is not None:
+        from gcl_hf.modeling.lora import check_lora_targets
+
+        try:
+            check_lora_targets(model.backbone, lora.target_modules)
+        except ValueError as exc:
+            raise CLIError(f"--lora_target_modules: {exc}") from exc
     collator = GCLCollator.for_model(model, processor, image_column="image", text_column="text",
                                      errors=training_args.image_errors)
     trainer = GCLTrainer(
@@ -197,6 +283,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
         eval_tasks=_load_eval_tasks(data_args),
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resumed = getattr(trainer, "resumed_from", None)
+    if resumed and "train_loss" in result.metrics:  # Trainer's train_loss covers the resumed steps only
+        from gcl_hf.training.reports import whole_run_loss
+
+        with open(os.path.join(resumed, "trainer_state.json"), encoding="utf-8") as handle:
+            start = int(json.load(handle)["global_step"])
+        result.metrics["train_loss_whole_run"] = whole_run_loss(
+            trainer.state.log_history, result.metrics["train_loss"], start, trainer.state.global_step)
     trainer.save_model()
     trainer.save_state()
     outputs: dict[str, Any] = {"metrics": result.metrics, "model": training_args.output_dir}
@@ -221,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     outputs = run(model_args, data_args, training_args)
     if training_args.should_save:
         saved = ", ".join(f"{k}: {v}" for k, v in outputs.items() if k in ("model", "adapter", "backbone"))
-        print(f"gcl-hf train: done ({outputs['metrics'].get('train_loss', float('nan')):.4f} mean loss); {saved}")
+        metrics = outputs["metrics"]
+        loss = metrics.get("train_loss_whole_run", metrics.get("train_loss", float("nan")))
+        print(f"gcl-hf train: done ({loss:.4f} mean loss over the run); {saved}")
     return 0
 
 

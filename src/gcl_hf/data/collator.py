@@ -26,6 +26,7 @@ import torch
 
 from gcl_hf.data.errors import DataFormatError
 from gcl_hf.data.images import ImageLoadError, open_image
+from gcl_hf.errors import note_details
 
 __all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "image_settings", "literal_special_tokens", "text_settings"]
 
@@ -226,6 +227,8 @@ class GCLCollator:
                 image, text = self._load(index, record)
             except (ImageLoadError, DataFormatError) as exc:
                 if self.errors == "raise":
+                    if torch.utils.data.get_worker_info() is not None:  # the fields must reach the main process
+                        note_details(exc)
                     raise
                 self.skipped += 1
                 logger.warning("skipping %s (%d skipped so far in this process)", exc, self.skipped)

@@ -9,36 +9,28 @@ fraction of a second per step, and any code that handles CLIP handles it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
-from gcl_hf.demo.items import ItemLayout, caption_vocabulary, max_caption_words
-from gcl_hf.testing import tiny_image_processor
+from gcl_hf.demo.config import DemoBackboneConfig, demo_max_length
+from gcl_hf.demo.items import caption_vocabulary
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
 
 
-def demo_max_length(layout: ItemLayout | None = None) -> int:
-    """Token budget that fits every caption of ``layout`` (default: the default layout) + BOS/EOS."""
-    return max_caption_words(layout or ItemLayout()) + 2
-
-
-@dataclass
-class DemoBackboneConfig:
-    """Size of the demo backbone (both towers share width and depth)."""
-
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    projection_dim: int = 64
-    image_size: int = 48
-    patch_size: int = 8
-    max_length: int = demo_max_length()
+def _image_processor(image_size: int) -> Any:
+    """CLIP's image processor at ``image_size`` (resize the shortest edge, centre crop); the PIL flavour where
+    transformers has one, so preprocessing needs no torchvision."""
+    try:
+        from transformers import CLIPImageProcessorPil as image_processor_class
+    except ImportError:  # transformers without the separate PIL class
+        from transformers import CLIPImageProcessor as image_processor_class
+    return image_processor_class(size={"shortest_edge": image_size},
+                                 crop_size={"height": image_size, "width": image_size})
 
 
 def build_demo_tokenizer(vocabulary: Sequence[str] | None = None, max_length: int | None = None) -> PreTrainedTokenizerFast:
@@ -62,7 +54,7 @@ def build_demo_tokenizer(vocabulary: Sequence[str] | None = None, max_length: in
 
 def build_demo_processor(tokenizer: PreTrainedTokenizerFast | None = None, image_size: int = 48) -> CLIPProcessor:
     """A ``CLIPProcessor``: CLIP image preprocessing at ``image_size`` px + the demo tokenizer."""
-    return CLIPProcessor(image_processor=tiny_image_processor(image_size), tokenizer=tokenizer or build_demo_tokenizer())
+    return CLIPProcessor(image_processor=_image_processor(image_size), tokenizer=tokenizer or build_demo_tokenizer())
 
 
 def demo_clip_config(tokenizer: PreTrainedTokenizerFast, config: DemoBackboneConfig | None = None) -> CLIPConfig:

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from gcl_hf.demo.backbone import DemoBackboneConfig, demo_max_length
 from gcl_hf.demo.corpus import DemoCorpusConfig
+from gcl_hf.demo.items import ItemLayout, max_caption_words
 
-__all__ = ["ARMS", "BASELINE", "CLAIM_ARM", "PRETRAINED", "PRETRAIN_ARM", "Arm", "DemoConfig"]
+__all__ = ["ARMS", "BASELINE", "CLAIM_ARM", "PRETRAINED", "PRETRAIN_ARM", "Arm", "DemoBackboneConfig", "DemoConfig",
+           "demo_max_length"]
+
+
+def demo_max_length(layout: ItemLayout | None = None) -> int:
+    """Token budget that fits every caption of ``layout`` (default: the default layout) + BOS/EOS."""
+    return max_caption_words(layout or ItemLayout()) + 2
+
+
+@dataclass
+class DemoBackboneConfig:
+    """Size of the demo backbone (both towers share width and depth)."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    projection_dim: int = 64
+    image_size: int = 48
+    patch_size: int = 8
+    max_length: int = demo_max_length()
+
 
 #: Result key of the pre-trained model (the start of every arm).
 PRETRAINED = "pretrained"
@@ -44,7 +66,7 @@ CLAIM_ARM, BASELINE = "gcl", "cl"
 
 @dataclass
 class DemoConfig:
-    """Everything that determines a demo run (defaults: the full demo, a few minutes on 2 CPU cores).
+    """Everything that determines a demo run (defaults: the full demo, about 10 minutes on 2 CPU cores).
 
     Each seed is a full replicate: corpus (train pairs, test groups, renderings), backbone initialisation,
     pre-training, and the fine-tuning data order shared by that seed's arms.
@@ -76,15 +98,24 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """A CI-sized run (well under a minute on 2 cores): fewer pairs, test items and steps."""
+        """A CI-sized run (about a minute on 2 quiet cores): fewer pairs, test items and steps."""
         base = cls(num_train=2_000, num_test=96, pretrain_steps=60, steps=30, batch_size=64,
                    pretrain_warmup_steps=6, eval_batch_size=128)
         return replace(base, **overrides)
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"DemoConfig.seeds must be distinct and non-empty, got {self.seeds}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"DemoConfig.seeds must be distinct, non-negative and non-empty, got "
+                             f"{','.join(map(str, self.seeds)) or 'none'}")
+        for name in ("lr", "pretrain_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"DemoConfig.{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"DemoConfig.weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"DemoConfig.num_threads must be >= 1 (or unset), got {self.num_threads}")
         for name in ("num_train", "num_test", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -22,9 +22,9 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import datasets
+from typing import TYPE_CHECKING
+
 import numpy as np
-from tqdm.auto import tqdm
 
 from gcl_hf.demo.items import (
     DemoItem,
@@ -35,6 +35,9 @@ from gcl_hf.demo.items import (
     sample_item,
 )
 from gcl_hf.demo.scenes import render_scene
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
 
 __all__ = [
     "GROUP_SIZE",
@@ -190,6 +193,8 @@ class TrainPairs:
         rows = {"id": [f"train-{i:06d}" for i in range(len(self))],
                 "image": [{"bytes": _png(Image.fromarray(a)), "path": None} for a in self.images],
                 "text": list(self.texts), "item": list(self.items)}
+        import datasets
+
         string = datasets.Value("string")
         features = datasets.Features({"id": string, "image": datasets.Image(), "text": string, "item": string})
         return datasets.Dataset.from_dict(rows, features=features)
@@ -201,6 +206,8 @@ def render_train_pairs(config: DemoCorpusConfig, progress: bool = True) -> Train
     size = config.image_size
     images = np.empty((len(items), size, size, 3), dtype=np.uint8)
     texts = []
+    from tqdm.auto import tqdm
+
     for i, item in enumerate(tqdm(items, desc="render train", disable=not progress)):
         rng = np.random.default_rng([config.seed, _TRAIN, i, 0])
         images[i] = np.asarray(render_scene(item.picture, size, rng, jitter=config.jitter))
@@ -222,6 +229,8 @@ def build_test_split(config: DemoCorpusConfig, image_root: str | os.PathLike, pr
                "item", "image_key", "text_key", "fused_key")
     rows: dict[str, list] = {k: [] for k in columns}
     items = [(g, item) for g, group in enumerate(sample_test_groups(config)) for item in group]
+    from tqdm.auto import tqdm
+
     for i, (g, item) in enumerate(tqdm(items, desc="render test", disable=not progress)):
         name = f"test-{i:05d}"
         query_png, query_text = _view(config, item, _TEST, i, _QUERY_VIEW)
@@ -238,6 +247,8 @@ def build_test_split(config: DemoCorpusConfig, image_root: str | os.PathLike, pr
                   item.to_json(), item.image_key, item.text_key, item.fused_key)
         for key, value in zip(columns, values):
             rows[key].append(value)
+    import datasets
+
     string = datasets.Value("string")
     features = datasets.Features({k: string for k in columns})
     features.update({"group": datasets.Value("int32"), "image": datasets.Image(), "query_image": datasets.Image()})

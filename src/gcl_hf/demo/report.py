@@ -14,7 +14,7 @@ from gcl_hf.demo.stats import SUMMARY_ROWS, mean_sd
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
 
-__all__ = ["print_report", "render_table", "table_text", "verdict_text"]
+__all__ = ["print_report", "render_table", "table_text", "verdict_lines", "verdict_text"]
 
 _ARROW = "→"
 _POOLS = {"mixed": "mixed pool", "local": "local pools"}
@@ -103,16 +103,38 @@ def verdict_text(results: dict[str, Any]) -> str:
     return line
 
 
+def verdict_lines(results: dict[str, Any], width: int = 100) -> list[str]:
+    """:func:`verdict_text` broken at its ``; `` boundaries into lines of at most ``width`` characters where it
+    can be (continuation lines indented), so a terminal never wraps it mid-phrase."""
+    lines: list[str] = []
+    for part in verdict_text(results).split("; "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += "; " + part
+        else:
+            lines.append(("  " + part) if lines else part)
+    return [line + (";" if i < len(lines) - 1 else "") for i, line in enumerate(lines)]
+
+
 def print_report(results: dict[str, Any], console: Any = None) -> None:
-    """Print the mixed-pool and local-pool Recall@1 tables and the verdict to ``console`` (default: stdout)."""
+    """Print the mixed-pool and local-pool Recall@1 tables and the verdict to ``console`` (default: stdout).
+
+    Into a pipe or a file the tables go without trailing spaces."""
     from rich.console import Console
 
     console = console or Console()
-    console.print(render_table(results, "mixed"))
-    console.print()
-    console.print(render_table(results, "local"))
-    console.print()
-    console.print(verdict_text(results))
+    for renderable in (render_table(results, "mixed"), "", render_table(results, "local"), ""):
+        _print_stripped(console, renderable)
+    for line in verdict_lines(results, console.width):
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+def _print_stripped(console: Any, renderable: Any) -> None:
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as capture:
+        console.print(renderable)
+    console.file.write("".join(line.rstrip() + "\n" for line in capture.get().splitlines()))
 
 
 def table_text(results: dict[str, Any], pool: str = "mixed", metric: str = "recall@1", width: int = 140) -> str:

@@ -4,15 +4,23 @@ Renders a corpus whose pictures and captions each carry something the other lack
 with the CLIP loss, fine-tunes it with +CL, +GCL and the per-pair ablation side by side, for several
 seeds; prints Recall@1 (mean±spread) of the nine query→candidate cells in one mixed pool and in local
 pools, and the pre-registered verdict; writes ``results.json``, ``demo.png`` and ``gallery.html`` into
-``--output-dir``. No download, no Hub; a few minutes on 2 CPU cores.
+``--output-dir``. No download, no Hub; about 10 minutes on 2 quiet CPU cores (`--quick`: about 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import re
 from dataclasses import replace
 
-from gcl_hf.demo.config import DemoConfig
+# OpenMP reads its wait policy once, when torch loads it: threads that sleep instead of spinning while they wait
+# keep a second thread from stalling the run when another process holds a core (the `gcl-hf` dispatcher imports
+# this module before torch). An explicit OMP_WAIT_POLICY is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from gcl_hf.demo.config import DemoConfig  # noqa: E402
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -27,9 +35,16 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line (as in every `gcl-hf` command), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d, q = DemoConfig(), DemoConfig.quick()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gcl-hf demo",
         description="Fine-tune a tiny CLIP-like model with the CLIP loss (+CL) and with GCL (+GCL, and the "
                     "per-pair ablation) from the same pre-trained start, on an offline corpus whose pictures "
@@ -37,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "modality combinations (mixed pool and local pools), over several seeds.",
     )
     parser.add_argument("--quick", action="store_true",
-                        help=f"CI-sized run (well under a minute on 2 cores): {q.num_train} pairs, {q.num_test} test "
+                        help=f"CI-sized run (about a minute on 2 quiet cores): {q.num_train} pairs, {q.num_test} test "
                              f"items, {q.pretrain_steps}+{q.steps} steps at batch {q.batch_size}; "
                              "the flags below still override it")
     parser.add_argument("--output-dir", default=d.output_dir,
@@ -63,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                              + both("num_test"))
     parser.add_argument("--gallery-queries", type=int, default=None,
                         help="queries per cell in gallery.html, 0 for none " + both("gallery_queries"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, cores))")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, cores)); waiting threads sleep (OMP_WAIT_POLICY=PASSIVE unless "
+                             "set), so a core busy with another process does not stall the run")
     parser.add_argument("--no-plot", action="store_true", help="do not write demo.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -83,14 +99,23 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
                    **overrides)
 
 
+def _flag_message(exc: ValueError) -> str:
+    """A `DemoConfig` validation message in terms of the command's flags (``DemoConfig.num_threads`` →
+    ``--threads``)."""
+    names = {"num_threads": "threads"}
+    return re.sub(r"DemoConfig\.(\w+)", lambda m: "--" + names.get(m[1], m[1]).replace("_", "-"), str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; returns the exit status (0, or 2 for invalid arguments)."""
+    """Run the demo; returns the exit status (0, or 2 for invalid arguments, all checked before any work)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        parser.error(str(exc))  # exits with status 2
+        parser.error(_flag_message(exc))  # one line, exit status 2
+    if config.plot and importlib.util.find_spec("matplotlib") is None:  # not after minutes of training
+        parser.error("demo.png needs matplotlib: pip install 'gcl-hf[plot]', or pass --no-plot")
 
     from rich.console import Console
 

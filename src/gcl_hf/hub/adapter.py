@@ -30,7 +30,7 @@ from gcl_hf.modeling.loading import UnsafeWeightsError
 from gcl_hf.modeling.model import GCLModel
 
 __all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_WEIGHTS_FILES", "GCL_EXTRA_WEIGHTS_FILE", "GCL_SETTINGS",
-           "GCL_SETTINGS_FILE", "extra_state", "load_adapter", "read_settings", "save_adapter", "write_settings"]
+           "GCL_SETTINGS_FILE", "extra_state", "load_adapter", "portable_model_path", "read_settings", "save_adapter", "write_settings"]
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 #: peft's adapter weights, safetensors first (the ``.bin`` form is only read with ``allow_pickle``).
@@ -63,18 +63,28 @@ def save_adapter(
     out.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(str(out), safe_serialization=True)
     config_path = out / ADAPTER_CONFIG_FILE
-    if base_model is not None:
+    recorded = model.backbone.peft_config["default"].base_model_name_or_path or None
+    explicit = base_model is not None
+    base_model = portable_model_path(base_model if explicit else recorded)
+    if explicit or base_model != recorded:
         adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
         adapter_config["base_model_name_or_path"] = base_model
-        adapter_config["revision"] = base_model_revision
+        if explicit:
+            adapter_config["revision"] = base_model_revision
         config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    else:
-        base_model = model.backbone.peft_config["default"].base_model_name_or_path or None
     extra = extra_state(model)
     if extra:
         save_file(extra, str(out / GCL_EXTRA_WEIGHTS_FILE), metadata={"format": "pt"})
     write_settings(model, out, form="adapter", base_model=base_model, base_model_revision=base_model_revision)
     return out
+
+
+def portable_model_path(name: str | None) -> str | None:
+    """A model name that means the same from any working directory: a relative path to a local directory
+    becomes absolute; a Hub id (or an absolute path, or ``None``) is kept."""
+    if name and not os.path.isabs(name) and os.path.isdir(name):
+        return os.path.abspath(name)
+    return name
 
 
 def extra_state(model: GCLModel) -> dict[str, torch.Tensor]:

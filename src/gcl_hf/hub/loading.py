@@ -108,6 +108,17 @@ def load(
     return model.eval()
 
 
+def check_model_available(name: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,
+                          cache_dir: str | os.PathLike | None = None) -> None:
+    """Raise one error naming ``name`` (and, offline, the Hub cache searched) unless it is a local directory, a
+    Hub repo that answers, or, offline, a cached snapshot: the check `load` makes, for code that then loads
+    with transformers directly (``gcl-hf train``)."""
+    if os.path.isdir(name):
+        return
+    if _repo_files(str(name), revision, token=token) is None:  # offline or unreachable: it must be cached
+        _cached_snapshot(str(name), revision, cache_dir)
+
+
 def _listing(root: Path) -> list[str]:
     return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
 
@@ -218,4 +229,5 @@ def _load_adapter(files: list[str], root: Path, where: str, allow_pickle: bool, 
     return load_adapter(model, config_path.parent, is_trainable=True, name=where, allow_pickle=allow_pickle)
 
 
-__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "library_version", "load"]
+__all__ = ["NETWORK_ERRORS", "PICKLE_SUFFIXES", "HubCacheMissError", "UnsafeWeightsError", "check_model_available",
+           "library_version", "load"]

@@ -31,6 +31,7 @@ from huggingface_hub import (
     HfApi,
     get_token,
 )
+from huggingface_hub.errors import LocalTokenNotFoundError
 
 from gcl_hf.hub.adapter import (
     ADAPTER_CONFIG_FILE,
@@ -39,7 +40,7 @@ from gcl_hf.hub.adapter import (
     write_settings,
 )
 from gcl_hf.hub.card import FORMS, build_model_card, hub_id_or_none
-from gcl_hf.hub.loading import PICKLE_SUFFIXES, library_version
+from gcl_hf.hub.loading import NETWORK_ERRORS, PICKLE_SUFFIXES, library_version
 from gcl_hf.modeling.backbone import is_peft_model
 from gcl_hf.modeling.model import GCLModel
 
@@ -157,10 +158,17 @@ def publish(
     """
     check_publishable(model, form, base_model)  # fail before touching the Hub
     secret = _secret(token)
+    if secret is None:
+        raise LocalTokenNotFoundError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (a write token)")
     _refuse_text_with_token({"commit_message": commit_message, "commit_description": commit_description}, secret)
     api = HfApi(token=token, library_name="gcl-hf", library_version=library_version())
+    try:
+        user = api.whoami()  # the Hub reachable and the token valid, before anything is built
+    except NETWORK_ERRORS as exc:
+        raise ConnectionError(f"cannot push to {repo_id}: the Hub ({api.endpoint}) is not reachable "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
     if "/" not in repo_id:  # the Hub puts a bare name under the token's owner; the card needs the full id
-        repo_id = f"{api.whoami()['name']}/{repo_id}"
+        repo_id = f"{user['name']}/{repo_id}"
     with tempfile.TemporaryDirectory(prefix="gcl-hf-push-") as tmp:
         folder = save_for_hub(
             model, tmp, repo_id=repo_id, form=form, processor=processor, base_model=base_model,

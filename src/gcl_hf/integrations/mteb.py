@@ -51,8 +51,8 @@ def _meta_name(model: GCLModel, name: str | None) -> str:
     """mteb wants ``org/name``: the Hub id or path the model came from, else ``gcl-hf/<directory name>``."""
     name = name or model.name_or_path or model._unwrapped_backbone().name_or_path or ""
     name = str(name).rstrip("/")
-    if "/" in name and not os.path.isabs(name) and not name.startswith("."):
-        return name
+    if "/" in name and not os.path.isabs(name) and not name.startswith(".") and not os.path.exists(name):
+        return name  # a Hub id (a relative path that exists here is a directory, not an id)
     return f"gcl-hf/{os.path.basename(name) or 'model'}"
 
 

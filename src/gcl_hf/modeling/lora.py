@@ -12,9 +12,25 @@ from transformers import PreTrainedModel
 
 from gcl_hf.modeling.backbone import BackboneFamily, family_of, is_peft_model
 
-__all__ = ["LoraMixin"]
+__all__ = ["LoraMixin", "check_lora_targets"]
 
 logger = logging.getLogger("gcl_hf.modeling")
+
+
+def check_lora_targets(backbone: Any, targets: Any) -> None:
+    """Raise `ValueError` (one line, naming the targets and some of the backbone's module names) when LoRA
+    ``targets`` (names or suffixes, as peft matches a list) match no module of ``backbone``. A regex string
+    or ``"all-linear"`` is left to peft."""
+    if not targets or isinstance(targets, str):
+        return
+    targets = sorted(str(t) for t in targets)
+    names = [name for name, _ in backbone.named_modules() if name]
+    if any(name == t or name.endswith("." + t) for name in names for t in targets):
+        return
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in backbone.named_modules()
+                     if name and hasattr(module, "in_features") and not name.rsplit(".", 1)[-1].isdigit()})
+    raise ValueError(f"LoRA target modules {','.join(targets)} match no module of the {type(backbone).__name__}; "
+                     f"its linear layers are named {', '.join(linear[:12]) or '(none)'}")
 
 
 class LoraMixin:
@@ -41,6 +57,7 @@ class LoraMixin:
             raise ValueError("the backbone already carries LoRA adapters; merge_lora() first")
         from peft import get_peft_model
 
+        check_lora_targets(self.backbone, getattr(lora_config, "target_modules", None))
         self.backbone = get_peft_model(self.backbone, lora_config)
         self.config.lora_config = json.loads(json.dumps(lora_config.to_dict(), default=_jsonable))
         self.log_logit_scale_param.requires_grad_(train_logit_scale)

@@ -25,6 +25,12 @@ from gcl_hf.modeling.fusion import FUSIONS
 
 __all__ = ["GCLTrainingArguments"]
 
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
 IMAGE_ERRORS = ("raise", "skip")
 
 
@@ -118,6 +124,12 @@ class GCLTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Comma-separated k of Recall@k for each evaluation task. Default: each task's own k."},
     )
+    # --- TrainingArguments fields whose help is about gcl-hf ---
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume training (gcl-hf train, GCLTrainer.train): a checkpoint directory "
+                          "(OUTPUT_DIR/checkpoint-N), or 'last' for the newest complete checkpoint in --output_dir."},
+    )
     # --- Trainer defaults changed for image-caption data ---
     remove_unused_columns: bool = field(
         default=False,
@@ -127,6 +139,8 @@ class GCLTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         self._check_gcl_fields()
         super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not _cuda_available()):
+            self.dataloader_pin_memory = False  # nothing to pin for (torch warns at every dataloader otherwise)
 
     # pickling (torch.save of training_args.bin) leaves every *_token field out; copies keep it
     def __getstate__(self) -> dict[str, Any]:

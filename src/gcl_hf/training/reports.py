@@ -1,5 +1,6 @@
-"""What `GCLTrainer` reports beyond the loss: retrieval metrics on `RetrievalTask` s during ``evaluate()``, and
-the GCL model card (``create_model_card`` / ``push_to_hub``) carrying the settings and those metrics."""
+"""What `GCLTrainer` reports beyond the loss: retrieval metrics on `RetrievalTask` s during ``evaluate()``, the
+GCL model card (``create_model_card`` / ``push_to_hub``) carrying the settings and those metrics, and the mean
+training loss of a whole run that was resumed (`whole_run_loss`)."""
 
 from __future__ import annotations
 
@@ -100,4 +101,21 @@ class RetrievalReportsMixin:
                              datasets=[datasets] if isinstance(datasets, str) else datasets, **card_kwargs)
 
 
-__all__ = ["RetrievalReportsMixin"]
+def whole_run_loss(log_history: Sequence[dict[str, Any]], resumed_loss: float, start_step: int,
+                   final_step: int) -> float:
+    """The mean training loss over every step of a run resumed at ``start_step``: `Trainer`'s ``train_loss``
+    (``resumed_loss``) covers only the steps after the resume, so the logged losses before it (each ``loss``
+    entry of ``log_history`` is the mean over the steps since the previous one) are weighted back in."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in sorted((e for e in log_history if "loss" in e and "step" in e), key=lambda e: e["step"]):
+        if entry["step"] > start_step:
+            break
+        total += float(entry["loss"]) * (entry["step"] - previous)
+        steps += entry["step"] - previous
+        previous = entry["step"]
+    resumed = max(final_step - start_step, 0)
+    total, steps = total + resumed_loss * resumed, steps + resumed
+    return total / steps if steps else resumed_loss
+
+
+__all__ = ["RetrievalReportsMixin", "whole_run_loss"]
