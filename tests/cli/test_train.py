@@ -138,3 +138,14 @@ def test_a_lora_run_prints_no_known_noise(workspace, capsys, recwarn):
     err = capsys.readouterr().err
     messages = [str(w.message) for w in recwarn] + [err]
     assert not any("is_gradient_checkpointing" in m or "pin_memory" in m for m in messages), messages
+
+
+def test_check_images_choices_are_the_parsers_vocabulary():
+    import dataclasses
+
+    from gcl_hf.cli.train import DataArguments
+    from gcl_hf.data.validation import CHECK_IMAGES, parse_check_images
+
+    field = next(f for f in dataclasses.fields(DataArguments) if f.name == "check_images")
+    choices = field.metadata["choices"]
+    assert set(CHECK_IMAGES) <= set(choices) and {parse_check_images(c) for c in choices} == set(CHECK_IMAGES)

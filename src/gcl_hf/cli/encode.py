@@ -175,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch.distributed as dist
 
+    if args.quiet:  # datasets' own bars (Arrow writes, maps) too, not only ours
+        import datasets
+
+        datasets.disable_progress_bars()
+
     from gcl_hf.retrieval.distributed_encoding import (encode_corpus_distributed, init_distributed, main_process_first,
                                                        process_device)
     from gcl_hf.retrieval.encoding import EncodingError

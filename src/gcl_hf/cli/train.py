@@ -78,10 +78,13 @@ class DataArguments:
         metadata={"help": "Malformed records (missing field, empty caption) when loading: 'raise' naming the "
                           "file, record and field, or 'skip' and count them.", "choices": ["raise", "skip"]},
     )
+    # the vocabulary of gcl_hf.data.validation.parse_check_images (spelled out: --help must not import torch;
+    # tests/cli/test_train.py keeps the two in step)
     check_images: str = field(
-        default="no",
-        metadata={"help": "Check image files before training: 'no' (fail or skip when a batch meets one), "
-                          "'exists', or 'open' (decode every image; slow).", "choices": ["no", "exists", "open"]},
+        default="none",
+        metadata={"help": "Check image files before training: 'none' (fail or skip when a batch meets one), "
+                          "'exists', or 'decode' (decode every image; slow). 'no' and 'open' are the old names.",
+                  "choices": ["none", "exists", "decode", "no", "open"]},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Train on the first N pairs only (quick runs)."}
@@ -258,7 +261,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
             revision=data_args.data_revision,
             format=data_args.data_format,
             caption_turn=data_args.caption_turn,
-            check_images=False if data_args.check_images == "no" else data_args.check_images,
+            check_images=data_args.check_images,
             errors=data_args.data_errors,
         )
     if data_args.max_train_samples is not None:

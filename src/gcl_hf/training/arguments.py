@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from transformers import TrainingArguments
 
-from gcl_hf.losses.settings import NEGATIVES, OBJECTIVES, parse_pair_weights, parse_pairs
+from gcl_hf.losses.settings import ALL_PAIRS, NEGATIVES, OBJECTIVES, LossSettings, parse_pair_weights, parse_pairs
 from gcl_hf.modeling.backbone import GENERIC_FAMILY, family_of
 from gcl_hf.modeling.fusion import FUSIONS
 
@@ -54,24 +54,23 @@ class GCLTrainingArguments(TrainingArguments):
         metadata={"help": "Pair weights: one number per pair ('1,1,2,2,1,1') or named ('image->fused=2'); "
                           "the loss is sum(w*L)/sum(w). Default: the model config's (all 1)."},
     )
-    negatives: str | None = field(
+    negatives: Literal["all", "modality"] | None = field(
         default=None,
         metadata={"help": "'all' (the paper's Eq. 2: one softmax over the batch embeddings of all three modalities) "
                           "or 'modality' (the per-pair ablation: a separate InfoNCE per pair over the target "
                           "modality). Default: the model config's (unset: 'all' when a pair uses fused items, "
-                          "else 'modality', so --pairs clip is CLIP's loss).",
-                  "choices": list(NEGATIVES)},
+                          "else 'modality', so --pairs clip is CLIP's loss)."},
     )
-    objective: str | None = field(
+    objective: Literal["softmax", "sigmoid"] | None = field(
         default=None,
         metadata={"help": "'softmax' (InfoNCE, CLIP-like backbones) or 'sigmoid' (SigLIP backbones). "
-                          "Default: the model config's.", "choices": list(OBJECTIVES)},
+                          "Default: the model config's."},
     )
-    fusion: str | None = field(
+    fusion: Literal["sum", "mean", "mlp", "backbone"] | None = field(
         default=None,
         metadata={"help": "How fused items are embedded when the scripts wrap a backbone: 'sum' (UniIR score "
                           "fusion), 'mean' or 'mlp' (a learned head that starts as 'sum'). GCLTrainer checks that "
-                          "the model agrees.", "choices": list(FUSIONS)},
+                          "the model agrees."},
     )
     # --- memory ---
     gradient_cache_chunk_size: int | None = field(
@@ -166,6 +165,14 @@ class GCLTrainingArguments(TrainingArguments):
         if self.pairs is not None:
             parse_pair_weights(self.pair_weights, parse_pairs(self.pairs))  # a ValueError names the bad item
         # without `pairs`, weights are checked against the model's pairs by GCLTrainer
+        if self.objective is not None or self.negatives is not None:
+            # the loss settings' one parser decides what combines (objective="sigmoid" has no negatives="all"),
+            # now rather than inside the trainer; unset pairs stand for the paper's six
+            try:
+                LossSettings.parse(self.pairs if self.pairs is not None else ALL_PAIRS,
+                                   negatives=self.negatives, objective=self.objective or "softmax")
+            except ValueError as exc:
+                raise ValueError(f"GCLTrainingArguments: {exc}") from None
         for name, allowed in (("negatives", NEGATIVES), ("objective", OBJECTIVES), ("fusion", FUSIONS),
                               ("image_errors", IMAGE_ERRORS)):
             value = getattr(self, name)
