@@ -183,3 +183,35 @@ def test_stable_paths_re_export_exactly_the_documented_names():
         module = importlib.import_module(f"gcl_hf.{name}")
         public = {n for n in vars(module) if not n.startswith("_") and n != "annotations"}
         assert set(module.__all__) == documented and public == documented, (name, sorted(public))
+
+
+def test_no_cycle_between_modules():
+    """Module by module, type-only and function-level imports included (a cycle there is a layering bug too); the
+    package root and the stable paths, which only re-export, are left out."""
+    modules = set(_imports())
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, imports in _imports().items():
+        if _package(module) in ("top", *SHIMS):
+            continue
+        for name, target, _ in imports:
+            while name not in modules and "." in name:
+                name = name.rsplit(".", 1)[0]
+            if name != module and name in modules and _package(name) not in ("top", *SHIMS) \
+                    and not module.startswith(name + "."):
+                graph[module].add(name)
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -18,7 +18,7 @@ import numpy as np
 from gcl_hf.demo.tasks import MODALITY_LABELS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gcl_hf.demo.pipeline import DemoResult
+    from gcl_hf.demo.results import DemoResult
 
 __all__ = ["render_gallery", "write_gallery"]
 

@@ -21,13 +21,11 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gcl_hf.benchmarks.task import RetrievalTask
 from gcl_hf.demo.backbone import build_demo_processor, build_demo_tokenizer
 from gcl_hf.demo.config import CLAIM_ARM, PRETRAINED, DemoConfig
 from gcl_hf.demo.corpus import build_demo_corpus
@@ -39,34 +37,11 @@ from gcl_hf.demo.evaluation import (
     score_cells,
     score_local_pools,
 )
+from gcl_hf.demo.results import DemoResult, SeedArtifacts
 from gcl_hf.demo.stats import ROWS, claim_verdict, compare, summarize
 from gcl_hf.demo.training import finetune, prepare_train_tensors, pretrain
 
 __all__ = ["DemoResult", "SeedArtifacts", "comparable", "run_demo"]
-
-
-@dataclass
-class SeedArtifacts:
-    """What the plot and the gallery need from one seed: the test split and its mixed-pool tasks, every
-    model's embeddings, and every model's top-5 ids per query and cell."""
-
-    seed: int
-    test: Any
-    tasks: list[RetrievalTask]
-    embeddings: dict[str, PoolEmbeddings]
-    rankings: dict[str, dict[str, list[list[str]]]]
-
-
-@dataclass
-class DemoResult:
-    """A finished run: ``results`` (the content of ``results.json``), the first seed's artefacts, and the
-    written file paths."""
-
-    results: dict[str, Any]
-    first_seed: SeedArtifacts
-    results_path: str
-    plot_path: str | None = None
-    gallery_path: str | None = None
 
 
 def _set_threads(config: DemoConfig) -> int:

@@ -16,7 +16,7 @@ from gcl_hf.demo.stats import SUMMARY_ROWS
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from gcl_hf.demo.pipeline import DemoResult
+    from gcl_hf.demo.results import DemoResult
 
 __all__ = ["gap_projection", "plot_demo"]
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, Union
 
 __all__ = [
     "ALL_PAIRS",
     "CLIP_PAIRS",
+    "Modality",
     "LossSettings",
     "MODALITY_NAMES",
     "NEGATIVES",
@@ -35,7 +36,9 @@ Pair = tuple[str, str]
 PairsLike = Union[str, Sequence[Union[str, Sequence[str]]]]
 WeightsLike = Union[str, Sequence[float], Mapping[str, float], None]
 
-#: The three embedding modalities of an image–caption pair.
+#: The three embedding modalities of an image–caption pair: the one modality vocabulary inside the library (the
+#: benchmark readers translate their own, e.g. M-BEIR's "image,text", at the boundary).
+Modality = Literal["image", "text", "fused"]
 MODALITY_NAMES: tuple[str, str, str] = ("image", "text", "fused")
 #: GCL's six directed (anchor, target) pairs.
 ALL_PAIRS: tuple[Pair, ...] = (

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:  # gcl_hf.modeling.model imports this module (through encode): its names at call time
-    from gcl_hf.modeling.model import Modality
+from gcl_hf.losses.settings import MODALITY_NAMES, Modality
 
 __all__ = ["Batch", "embed_batches", "encode_items", "infer_modality", "plan_batches", "process_batch",
            "text_kwargs"]
@@ -45,13 +44,12 @@ def infer_modality(image: Any, text: Any) -> Modality:
 def plan_batches(modalities: Sequence[str], batch_size: int) -> list[tuple[Modality, np.ndarray]]:
     """``[(modality, row indices)]``: the rows of each modality (image, text, fused order), ``batch_size`` at a
     time, each batch one modality (one forward)."""
-    from gcl_hf.modeling.model import MODALITIES
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: expected a positive int")
     kinds = np.asarray(modalities, dtype=object)
     batches = []
-    for modality in MODALITIES:
+    for modality in MODALITY_NAMES:
         rows = np.nonzero(kinds == modality)[0]
         batches += [(modality, rows[s:s + batch_size]) for s in range(0, len(rows), batch_size)]
     return batches

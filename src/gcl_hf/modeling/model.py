@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from gcl_hf.modeling.backbone import (
     pooled_features,
     split_inputs,
 )
+from gcl_hf.losses.settings import MODALITY_NAMES, Modality
 from gcl_hf.modeling.configuration import GCLConfig
 from gcl_hf.modeling.encode import EncodeMixin
 from gcl_hf.modeling.fusion import (
@@ -37,9 +38,8 @@ from gcl_hf.modeling.publishing import PublishingMixin
 
 logger = logging.getLogger(__name__)
 
-#: The three kinds of item gcl-hf embeds (one vocabulary inside the library).
-Modality = Literal["image", "text", "fused"]
-MODALITIES: tuple[str, ...] = ("image", "text", "fused")
+#: The three kinds of item gcl-hf embeds (the one vocabulary, owned by `gcl_hf.losses.settings`).
+MODALITIES: tuple[str, ...] = MODALITY_NAMES
 
 #: CLIP clamps its learned temperature so that the multiplier never exceeds 100.
 MAX_LOGIT_SCALE = 100.0

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import get_device_states, set_device_states
 
+from gcl_hf.losses.settings import MODALITY_NAMES
+
 __all__ = ["GradCacheOutput", "RngState", "cached_gradient_step", "split_batch"]
 
-_MODALITIES = ("image", "text", "fused")
 
 
 class RngState:
@@ -76,7 +77,7 @@ def split_batch(inputs: Mapping[str, Any], chunk_size: int) -> list[dict[str, An
 
 
 def _embeds(output: Any) -> dict[str, torch.Tensor | None]:
-    return {m: getattr(output, f"{m}_embeds", None) for m in _MODALITIES}
+    return {m: getattr(output, f"{m}_embeds", None) for m in MODALITY_NAMES}
 
 
 def cached_gradient_step(
@@ -110,7 +111,7 @@ def cached_gradient_step(
 
     # 1. embed without a graph, remembering each chunk's RNG state
     states: list[RngState] = []
-    cached: dict[str, list[torch.Tensor]] = {m: [] for m in _MODALITIES}
+    cached: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITY_NAMES}
     with torch.no_grad():
         for chunk in chunks:
             states.append(RngState(*[v for v in chunk.values() if isinstance(v, torch.Tensor)]))
@@ -120,7 +121,7 @@ def cached_gradient_step(
 
     # 2. loss on the full batch; gradient with respect to the embeddings and the temperature
     leaves: dict[str, torch.Tensor | None] = {
-        m: (torch.cat(cached[m]).detach().requires_grad_() if cached[m] else None) for m in _MODALITIES
+        m: (torch.cat(cached[m]).detach().requires_grad_() if cached[m] else None) for m in MODALITY_NAMES
     }
     scale_param = gcl_model.log_logit_scale_param
     scale = gcl_model.logit_scale().detach().requires_grad_(scale_param.requires_grad)
