@@ -92,19 +92,18 @@ def ready_batches(dataset, processor, root: Path, batch_size: int) -> list[tuple
     """The batches `encode_dataset` makes (grouped by modality, in order), preprocessed once."""
     from PIL import Image
 
-    from gcl_hf.retrieval.encoding import modality_groups
+    from gcl_hf.modeling.engine import plan_batches
+    from gcl_hf.retrieval.encoding import dataset_modalities
 
     out = []
-    for modality, idx in modality_groups(dataset).items():
-        for s in range(0, len(idx), batch_size):
-            rows = idx[s:s + batch_size]
-            records = dataset[rows.tolist()]
-            kwargs = {"return_tensors": "pt"}
-            if "text" in modality:
-                kwargs.update(text=records["text"], padding=True, truncation=True)
-            if "image" in modality:
-                kwargs["images"] = [Image.open(root / p).convert("RGB") for p in records["image"]]
-            out.append((modality, rows, dict(processor(**kwargs))))
+    for modality, rows in plan_batches(dataset_modalities(dataset), batch_size):
+        records = dataset[rows.tolist()]
+        kwargs = {"return_tensors": "pt"}
+        if modality != "image":
+            kwargs.update(text=records["text"], padding=True, truncation=True)
+        if modality != "text":
+            kwargs["images"] = [Image.open(root / p).convert("RGB") for p in records["image"]]
+        out.append((modality, rows, dict(processor(**kwargs))))
     return out
 
 

@@ -66,10 +66,32 @@ def test_search_json_and_faiss(encoded, capsys):
     argv = ["--index", str(index_dir), "--text", CAPTIONS[2], "--image", str(docs / "doc2.png"), "-k", "5", "--json"]
     assert cli.main(["search", *argv]) == 0
     exact = json.loads(capsys.readouterr().out)
-    assert cli.main(["search", *argv, "--backend", "faiss"]) == 0
+    assert cli.main(["search", *argv, "--search-backend", "faiss"]) == 0
     flat = json.loads(capsys.readouterr().out)
     assert exact["ids"][0] == "doc2" and exact["ids"] == flat["ids"]
     np.testing.assert_allclose(exact["scores"], flat["scores"], atol=1e-5)
+    assert cli.main(["search", *argv, "--backend", "faiss"]) == 0  # the 0.1 spelling still works
+    assert json.loads(capsys.readouterr().out)["ids"] == flat["ids"]
+
+
+def test_one_search_backend_vocabulary_and_one_meaning_per_flag():
+    """The search backend was `--index` in eval and `--backend` in search (where `--index` is the index directory),
+    and `--backend` in encode was torch.distributed's: each flag now means one thing."""
+    import argparse
+
+    from gcl_hf.cli import encode, eval as eval_cli, search
+    from gcl_hf.cli.common import SEARCH_BACKEND_CHOICES
+    from gcl_hf.retrieval.search import SEARCH_BACKENDS
+
+    assert tuple(SEARCH_BACKEND_CHOICES) == SEARCH_BACKENDS
+    for module in (eval_cli, search):
+        parser = module.build_parser()
+        shown = {s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+        assert "--search-backend" in shown and "--backend" not in shown
+    assert "--index" not in {s for a in eval_cli.build_parser()._actions if a.help != argparse.SUPPRESS
+                             for s in a.option_strings}
+    enc = {s for a in encode.build_parser()._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+    assert "--dist-backend" in enc and "--backend" not in enc
 
 
 def test_search_refuses_another_model(encoded, tmp_path, capsys):

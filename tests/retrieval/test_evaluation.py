@@ -290,7 +290,7 @@ def test_errors_name_row_and_field(model, processor, image_root):
     del no_qrels.qrels["q3"]
     with pytest.raises(ValueError, match="query 'q3' has no relevant corpus id"):
         evaluate_retrieval(model, processor, no_qrels, show_progress=False)
-    with pytest.raises(ValueError, match="index must be"):
+    with pytest.raises(ValueError, match="search backend 'hnsw': expected one of exact, faiss"):
         evaluate_retrieval(model, processor, task, index="hnsw", show_progress=False)
 
 

@@ -14,8 +14,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-__all__ = ["CLIError", "GCLArgumentParser", "known_errors", "load_model", "load_processor", "normalize_flags",
-           "one_line", "parse_options"]
+__all__ = ["SEARCH_BACKEND_CHOICES", "CLIError", "GCLArgumentParser", "known_errors", "load_model", "load_processor",
+           "normalize_flags", "one_line", "parse_options"]
+
+#: ``--search-backend`` choices: `gcl_hf.retrieval.search.SEARCH_BACKENDS`, spelled out because ``--help`` must not
+#: import torch (tests/cli/test_search.py keeps the two in step).
+SEARCH_BACKEND_CHOICES = ("exact", "faiss")
 
 
 class CLIError(SystemExit):

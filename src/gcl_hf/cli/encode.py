@@ -20,6 +20,7 @@ image path) and ``gcl_index.json`` (model reference and fingerprints): the direc
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -58,7 +59,9 @@ def build_parser() -> GCLArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="dataloader workers decoding images, per process")
     p.add_argument("--shard-size", type=int, default=65536, help="rows per cache shard (the unit of resume)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: GPU LOCAL_RANK if any, else cpu)")
-    p.add_argument("--backend", help="torch.distributed backend when launched with several processes (default gloo)")
+    p.add_argument("--dist-backend", help="torch.distributed backend when launched with several processes "
+                                          "(default gloo)")
+    p.add_argument("--backend", dest="dist_backend", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # 0.1 name
     p.add_argument("--output", help="write a JSON summary here (rank 0): per dataset its directory, fingerprint, "
                                     "rows and rows/s")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from gcl_hf.retrieval.index import GCLIndex
 
     owns_group = not (dist.is_available() and dist.is_initialized())
-    info = init_distributed(backend=args.backend)
+    info = init_distributed(backend=args.dist_backend)
     try:
         device = process_device(args.device, info.local_rank)
         model = load_model(args.model, revision=args.revision, device=str(device))

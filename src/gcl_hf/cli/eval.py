@@ -11,13 +11,15 @@ card's ``model-index``. With ``--save-rankings DIR`` each task's rankings are wr
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model, load_processor, parse_options
+from gcl_hf.cli.common import (SEARCH_BACKEND_CHOICES, CLIError, GCLArgumentParser, load_model, load_processor,
+                               parse_options)
 from gcl_hf.cli.rankings import finish_rankings, write_rankings
 
 __all__ = ["average_metrics", "build_parser", "evaluate_benchmark", "format_table", "main", "parse_args"]
@@ -40,7 +42,10 @@ def build_parser() -> GCLArgumentParser:
                         "--option 'datasets=[\"mscoco_task0\"]' (repeatable)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per encoder forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="dataloader workers decoding images")
-    p.add_argument("--index", choices=["exact", "faiss"], default="exact", help="top-k search backend")
+    p.add_argument("--search-backend", choices=SEARCH_BACKEND_CHOICES, default="exact",
+                   help="top-k search: exact streaming top-k, or a faiss flat index (needs faiss installed)")
+    p.add_argument("--index", choices=SEARCH_BACKEND_CHOICES, dest="search_backend", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the 0.1 name
     p.add_argument("--cache-dir", help="cache corpus embeddings here (a global pool is encoded once)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--output", default="eval_results.json", help="JSON file to write")
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     processor = load_processor(args.model, model, processor=args.processor, revision=args.revision, prog=_PROG)
     results = evaluate_benchmark(model, processor, tasks, rankings_dir=args.save_rankings,
                                  rankings_depth=args.rankings_depth, run_name=args.run_name,
-                                 index=args.index, options=EncodeOptions(
+                                 index=args.search_backend, options=EncodeOptions(
                                      batch_size=args.batch_size, num_workers=args.num_workers,
                                      cache_dir=args.cache_dir, show_progress=not args.quiet))
     headline = headline_of(tasks)

@@ -12,11 +12,12 @@ prints ``{"ids": [...], "scores": [...]}`` instead. The model is the one recorde
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
 
-from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model
+from gcl_hf.cli.common import SEARCH_BACKEND_CHOICES, CLIError, GCLArgumentParser, load_model
 
 __all__ = ["build_parser", "main", "parse_args"]
 
@@ -32,8 +33,10 @@ def build_parser() -> GCLArgumentParser:
     p.add_argument("--model", help="the model to encode the query with (default: the one recorded in the index)")
     p.add_argument("--revision", help="revision of --model (branch, tag or commit sha)")
     p.add_argument("--processor", help="processor (default: the one recorded in the index, else the model's)")
-    p.add_argument("--backend", choices=["exact", "faiss"], default="exact",
+    p.add_argument("--search-backend", choices=SEARCH_BACKEND_CHOICES, default="exact",
                    help="exact streaming top-k, or a faiss flat index (needs faiss installed)")
+    p.add_argument("--backend", choices=SEARCH_BACKEND_CHOICES, dest="search_backend", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the 0.1 name
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print the hits as JSON")
     return p
@@ -63,15 +66,15 @@ def _load_index(args: Any) -> Any:
         from gcl_hf.modeling.loading import load_processor
 
         processor = load_processor(args.processor)
-    if args.backend == "faiss":
+    if args.search_backend == "faiss":
         try:
             import faiss  # noqa: F401
         except ImportError:
-            raise CLIError("--backend faiss needs faiss: pip install 'gcl-hf[faiss]'") from None
+            raise CLIError("--search-backend faiss needs faiss: pip install 'gcl-hf[faiss]'") from None
     if args.image is not None and not Path(args.image).is_file():
         raise CLIError(f"--image: file not found: {args.image}")
     try:
-        return GCLIndex.load(args.index, model, processor, backend=args.backend, device=args.device)
+        return GCLIndex.load(args.index, model, processor, backend=args.search_backend, device=args.device)
     except (IndexMismatchError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 

@@ -25,7 +25,7 @@ import torch
 from gcl_hf.retrieval import metrics as _metrics
 from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings
 from gcl_hf.retrieval.options import EncodeOptions, encode_with, parse_ks
-from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
+from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk, parse_search_backend
 
 __all__ = ["TaskRankings", "evaluate_retrieval", "headline_metric", "metric_function", "rank_corpus",
            "retrieve", "score_rankings"]
@@ -137,8 +137,7 @@ def rank_corpus(
     ids. ``index`` is ``"exact"`` (streaming :func:`~gcl_hf.retrieval.search.exact_topk`) or ``"faiss"``.
     With ``return_scores`` the result is ``(ids, scores)``, the scores (inner products) aligned with the ids.
     """
-    if index not in ("exact", "faiss"):
-        raise ValueError(f"index must be 'exact' or 'faiss', got {index!r}")
+    index = parse_search_backend(index)
     query_ids = list(task.queries["id"])
     corpus_ids, id_index = _corpus_index(task)
     queries = _as_tensor(query_embeds).float()

@@ -45,7 +45,7 @@ from gcl_hf.retrieval.index_store import (DOCUMENTS_DIR, FORMAT, INDEX_FILE, Ind
                                           integrity_digest, link_cache_files, normalised_ids, ownership_problem,
                                           stage_directory, swap_in)
 from gcl_hf.retrieval.options import EncodeOptions, encode_with
-from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk
+from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk, parse_search_backend
 
 __all__ = ["GCLIndex", "IndexFormatError", "IndexInfo", "IndexMismatchError", "SearchResults", "documents_from_folder",
            "documents_from_records", "model_fingerprint",
@@ -54,7 +54,6 @@ __all__ = ["GCLIndex", "IndexFormatError", "IndexInfo", "IndexMismatchError", "S
 #: 2: gcl_index.json carries an integrity digest (fields + ids + shard checksums)
 VERSION = 2
 logger = logging.getLogger(__name__)
-BACKENDS = ("exact", "faiss")
 _DOC_COLUMNS = ("id", "text", "image", "modality")
 
 class IndexMismatchError(ValueError):
@@ -127,8 +126,7 @@ class GCLIndex:
 
     def __init__(self, embeddings: CorpusEmbeddings | torch.Tensor | np.ndarray, documents: datasets.Dataset,
                  info: IndexInfo, *, model: Any = None, processor: Any = None, backend: str = "exact"):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        backend = parse_search_backend(backend)
         if isinstance(embeddings, torch.Tensor):
             embeddings = embeddings.detach().to("cpu", torch.float32).numpy()
         rows = embeddings.num_rows if isinstance(embeddings, CorpusEmbeddings) else len(embeddings)

@@ -12,8 +12,23 @@ bounds), ``blas`` (which kernel multiplies the tiles), ``accelerator`` (the runn
 ``faiss_backend`` (the optional faiss ``IndexFlatIP``, ``pip install gcl-hf[faiss]``).
 """
 
+from typing import Literal
+
 from gcl_hf.retrieval.search.blas import bf16_supported
 from gcl_hf.retrieval.search.exact import PRECISIONS, exact_topk
 from gcl_hf.retrieval.search.faiss_backend import build_faiss_index, faiss_topk
 
-__all__ = ["PRECISIONS", "bf16_supported", "build_faiss_index", "exact_topk", "faiss_topk"]
+__all__ = ["PRECISIONS", "SEARCH_BACKENDS", "SearchBackend", "bf16_supported", "build_faiss_index", "exact_topk",
+           "faiss_topk", "parse_search_backend"]
+
+#: How a corpus is searched: this package's exact streaming top-k, or faiss' flat inner-product index.
+SearchBackend = Literal["exact", "faiss"]
+SEARCH_BACKENDS: tuple[str, ...] = ("exact", "faiss")
+
+
+def parse_search_backend(value: object) -> SearchBackend:
+    """The one parser of the search backend (`GCLIndex`'s ``backend``, `evaluate_retrieval`'s ``index``, the CLI's
+    ``--search-backend``)."""
+    if value not in SEARCH_BACKENDS:
+        raise ValueError(f"search backend {value!r}: expected one of {', '.join(SEARCH_BACKENDS)}")
+    return value  # type: ignore[return-value]
