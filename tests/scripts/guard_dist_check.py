@@ -57,6 +57,10 @@ def main(out: Path) -> int:
                   "parameters": getattr(exc, "parameters", None), "global_step": trainer.state.global_step,
                   "weights_changed_since_step_1": moved}
     (out / f"rank{rank}.json").write_text(json.dumps(result))
+    # a clean teardown: both ranks get here (each catches the error); exiting with the gloo group alive can abort
+    # one process at interpreter shutdown ("terminate called without an active exception")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
     return 0
 
 

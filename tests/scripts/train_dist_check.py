@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ns.out.mkdir(parents=True, exist_ok=True)
     for variant in ns.variants.split(","):
         run_variant(ns.out, variant, ns.world)
+    if torch.distributed.is_initialized():  # a clean teardown: a live gloo group can abort a process at exit
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
 
 
