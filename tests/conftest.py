@@ -18,6 +18,16 @@ torch.set_num_threads(2)
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine thread barriers make them
+    10x slower: one thread for a module, the session's setting restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_processor():
     from gcl_hf.testing import tiny_processor as make

@@ -74,23 +74,25 @@ def test_search_json_and_faiss(encoded, capsys):
     assert json.loads(capsys.readouterr().out)["ids"] == flat["ids"]
 
 
+def _shown_flags(parser) -> set[str]:
+    import argparse
+
+    return {s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+
+
 def test_one_search_backend_vocabulary_and_one_meaning_per_flag():
     """The search backend was `--index` in eval and `--backend` in search (where `--index` is the index directory),
     and `--backend` in encode was torch.distributed's: each flag now means one thing."""
-    import argparse
-
     from gcl_hf.cli import encode, eval as eval_cli, search
     from gcl_hf.cli.common import SEARCH_BACKEND_CHOICES
     from gcl_hf.retrieval.search import SEARCH_BACKENDS
 
     assert tuple(SEARCH_BACKEND_CHOICES) == SEARCH_BACKENDS
     for module in (eval_cli, search):
-        parser = module.build_parser()
-        shown = {s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+        shown = _shown_flags(module.build_parser())
         assert "--search-backend" in shown and "--backend" not in shown
-    assert "--index" not in {s for a in eval_cli.build_parser()._actions if a.help != argparse.SUPPRESS
-                             for s in a.option_strings}
-    enc = {s for a in encode.build_parser()._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+    assert "--index" not in _shown_flags(eval_cli.build_parser())
+    enc = _shown_flags(encode.build_parser())
     assert "--dist-backend" in enc and "--backend" not in enc
 
 

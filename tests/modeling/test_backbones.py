@@ -26,12 +26,7 @@ TEXTS = ["a red square", "two dogs on the field", "a very long caption of a cat 
 IDS = [c.name for c in CASES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _images(n: int = 4) -> list[Image.Image]:

@@ -1,12 +1,8 @@
 """Training tests run tiny models: they gain nothing from intra-op threads (and lose a lot on a busy machine)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread_per_module(one_thread):  # tests/conftest.py's one_thread, for every training test module
     yield
-    torch.set_num_threads(before)
