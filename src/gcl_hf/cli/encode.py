@@ -24,11 +24,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gcl_hf.cli.common import CLIError, GCLArgumentParser, load_model, load_processor, parse_options
 
-__all__ = ["build_parser", "load_pool_file", "main", "parse_args"]
+if TYPE_CHECKING:  # the command's imports stay lazy (fast --help)
+    import torch
+
+    from gcl_hf.retrieval.options import EncodeOptions
+
+__all__ = ["build_parser", "encode_options", "load_pool_file", "main", "parse_args"]
 
 _PROG = "gcl-hf encode"
 _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -174,24 +179,29 @@ def _report(name: str, run: Any) -> str:
             f"in {run.seconds:.2f}s = {run.rows_per_second:.1f} rows/s")
 
 
+def encode_options(args: Any, device: str | torch.device | None = None) -> EncodeOptions:
+    """The :class:`~gcl_hf.retrieval.options.EncodeOptions` of parsed ``args`` (each dataset adds its image root)."""
+    from gcl_hf.retrieval.options import EncodeOptions
+
+    return EncodeOptions(batch_size=args.batch_size, num_workers=args.num_workers, device=device,
+                         cache_dir=args.cache_dir, shard_size=args.shard_size, show_progress=not args.quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch.distributed as dist
-
     if args.quiet:  # datasets' own bars (Arrow writes, maps) too, not only ours
         import datasets
 
         datasets.disable_progress_bars()
 
-    from gcl_hf.retrieval.distributed_encoding import (encode_corpus_distributed, init_distributed, main_process_first,
-                                                       process_device)
+    from gcl_hf.retrieval.distributed_encoding import (distributed_session, encode_corpus_distributed,
+                                                       main_process_first, process_device)
     from gcl_hf.retrieval.encoding import EncodingError
     from gcl_hf.retrieval.index import GCLIndex
 
-    owns_group = not (dist.is_available() and dist.is_initialized())
-    info = init_distributed(backend=args.dist_backend)
-    try:
+    with distributed_session(backend=args.dist_backend) as info:  # ends only a process group it started
         device = process_device(args.device, info.local_rank)
+        options = encode_options(args, device)
         model = load_model(args.model, revision=args.revision, device=str(device))
         processor = load_processor(args.model, model, processor=args.processor, revision=args.revision, prog=_PROG)
         with main_process_first():  # rank 0 parses pool files into the Arrow cache, the others then read it
@@ -199,11 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         summary: dict[str, Any] = {}
         for name, dataset, image_root in items:
             try:
-                run = encode_corpus_distributed(
-                    model, processor, dataset, cache_dir=args.cache_dir, image_root=image_root,
-                    batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
-                    show_progress=info.is_main and not args.quiet, desc=f"encoding {name}",
-                )
+                run = encode_corpus_distributed(model, processor, dataset, options, image_root=image_root,
+                                                desc=f"encoding {name}")
             except EncodingError as exc:
                 raise CLIError(f"{name}: {exc}") from exc
             summary[name] = run.summary()
@@ -219,9 +226,6 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(payload, indent=2))
             print(f"wrote {args.output}")
-    finally:
-        if owns_group and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
     return 0
 
 

@@ -20,7 +20,8 @@ from gcl_hf.benchmarks.task import MODALITIES, RetrievalTask
 from gcl_hf.demo.tasks import MODALITY_LABELS
 from gcl_hf.retrieval.analysis import modality_gap
 from gcl_hf.retrieval.evaluation import rank_corpus, score_rankings
-from gcl_hf.retrieval.options import EncodeOptions, encode_with
+from gcl_hf.retrieval.distributed_encoding import encode_with
+from gcl_hf.retrieval.options import EncodeOptions
 
 __all__ = ["CELLS", "PoolEmbeddings", "encode_test_pool", "pool_modality_gap", "score_cells", "score_local_pools"]
 
@@ -43,7 +44,7 @@ class PoolEmbeddings:
 def encode_test_pool(model: Any, processor: Any, tasks: list[RetrievalTask], *, batch_size: int = 256,
                      progress: bool = True, desc: str = "encode") -> PoolEmbeddings:
     """Embed the shared corpus once and each modality's queries once with
-    :func:`gcl_hf.retrieval.options.encode_with` (the encoder of ``evaluate_retrieval``)."""
+    :func:`gcl_hf.retrieval.distributed_encoding.encode_with` (the encoder of ``evaluate_retrieval``)."""
     from tqdm.auto import tqdm
 
     corpus = tasks[0].corpus

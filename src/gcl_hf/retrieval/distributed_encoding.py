@@ -1,4 +1,5 @@
-"""Encode with several processes (``torchrun`` / ``accelerate launch``): into the embedding cache, or in memory.
+"""Encode with several processes (``torchrun`` / ``accelerate launch``): into the embedding cache, or in memory;
+and :func:`encode_with`, where :class:`~gcl_hf.retrieval.options.EncodeOptions` pick the encoding path.
 
 Every process runs :func:`encode_corpus_distributed` on the same model, processor and dataset: each
 encodes its share of the cache's shards (shard ``n`` goes to process ``n % world_size``, see
@@ -11,12 +12,13 @@ written are skipped, whatever the number of processes of the new run.
 contiguous shard of the rows and every process receives all of them, in order.
 
 The process group is accelerate's ``PartialState`` (torchrun, ``accelerate launch``, MPI launchers; ``gloo`` on
-CPU, NCCL on GPUs); a group the caller already initialised is used as is.
+CPU, NCCL on GPUs); a group the caller already initialised is used as is, and :func:`distributed_session` tears
+down only a group it started itself.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,14 +34,17 @@ from accelerate.utils import gather_object
 
 from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings, encode_corpus, load_cached
 from gcl_hf.retrieval.encoding import encode_dataset
+from gcl_hf.retrieval.options import EncodeOptions
 
 __all__ = [
     "DistributedEncoding",
     "ProcessInfo",
     "ShardedEncoding",
     "barrier",
+    "distributed_session",
     "encode_corpus_distributed",
     "encode_dataset_sharded",
+    "encode_with",
     "init_distributed",
     "main_process_first",
     "process_device",
@@ -96,6 +101,24 @@ def main_process_first() -> Iterator[None]:
     and let the other processes read the cache)."""
     with _state().main_process_first():
         yield
+
+
+def _group_initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+@contextmanager
+def distributed_session(backend: str | None = None, timeout: timedelta | None = None) -> Iterator[ProcessInfo]:
+    """Join the launch's process group for the block (:func:`init_distributed`); on leaving it, tear the group
+    down (accelerate's ``PartialState().destroy_process_group()``) only if this block started it, so a command
+    run inside a caller's group leaves that group to the caller."""
+    started = not _group_initialized()
+    info = init_distributed(backend, timeout)
+    try:
+        yield info
+    finally:
+        if started and _group_initialized():
+            _state().destroy_process_group()
 
 
 def process_device(device: str | torch.device | None = None, local_rank: int | None = None) -> torch.device:
@@ -183,34 +206,30 @@ def encode_corpus_distributed(
     model: Any,
     processor: Any,
     dataset: datasets.Dataset,
+    options: EncodeOptions | None = None,
     *,
-    cache_dir: str | os.PathLike,
-    image_root: str | None = None,
-    batch_size: int = 64,
-    shard_size: int = 65536,
-    num_workers: int = 0,
-    device: torch.device | str | None = None,
-    processor_kwargs: dict[str, Any] | None = None,
-    show_progress: bool | None = None,
     desc: str = "encoding corpus",
+    **overrides: Any,
 ) -> DistributedEncoding:
     """Embed ``dataset`` into ``cache_dir`` with every process of the launch, each taking its shards.
 
     Call it on every process with the same arguments (under ``torchrun``/``accelerate launch``; the
     process group is joined if needed, see :func:`init_distributed`); alone it is a one-process run.
-    Arguments are those of :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`; ``show_progress`` defaults
-    to rank 0 only. Returns the complete embeddings on every process, or raises on every process when
-    they disagree on the fingerprint (different model, processor or dataset) or a shard is missing.
+    ``options`` and ``overrides`` are those of :func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`
+    (``cache_dir`` required); progress bars show on rank 0 only (none with ``show_progress=False``). Returns the
+    complete embeddings on every process, or raises on every process when they disagree on the fingerprint
+    (different model, processor or dataset) or a shard is missing.
     """
+    options = EncodeOptions.resolve(options, **overrides)
+    if options.cache_dir is None:
+        raise ValueError("encode_corpus_distributed needs a cache_dir (EncodeOptions.cache_dir or cache_dir=...); "
+                         "encode_dataset_sharded encodes in memory")
     info = init_distributed()
-    show = info.is_main if show_progress is None else show_progress
+    mine = dataclasses.replace(options, show_progress=info.is_main and options.show_progress is not False)
     barrier()
     start = time.perf_counter()
-    part = encode_corpus(
-        model, processor, dataset, cache_dir=cache_dir, image_root=image_root, batch_size=batch_size,
-        shard_size=shard_size, num_workers=num_workers, device=device, processor_kwargs=processor_kwargs,
-        process_index=info.rank, num_processes=info.world_size, show_progress=show, desc=desc,
-    )
+    part = encode_corpus(model, processor, dataset, mine, process_index=info.rank, num_processes=info.world_size,
+                         desc=desc)
     barrier()
     seconds = time.perf_counter() - start
     gathered = gather_object([(part.directory.name, part.encoded_rows)])
@@ -268,3 +287,20 @@ def encode_dataset_sharded(model: Any, processor: Any, dataset: datasets.Dataset
     if not len(dataset):
         return ShardedEncoding(part, sizes)
     return ShardedEncoding(_all_gather_rows(part, sizes), sizes)
+
+
+def encode_with(model: Any, processor: Any, dataset: datasets.Dataset, options: EncodeOptions, *,
+                desc: str = "encoding") -> torch.Tensor | CorpusEmbeddings:
+    """Embeddings of every row of ``dataset`` (row-aligned) the way ``options`` say: in memory
+    (:func:`~gcl_hf.retrieval.encoding.encode_dataset`), through the on-disk cache with a ``cache_dir``
+    (:func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`), and with ``distributed`` each process of the launch a
+    share (:func:`encode_dataset_sharded`, or :func:`encode_corpus_distributed` with a cache): every process gets
+    all rows."""
+    if options.cache_dir is None:
+        kwargs = options.dataset_kwargs()
+        if options.distributed:
+            return encode_dataset_sharded(model, processor, dataset, desc=desc, **kwargs).embeddings
+        return encode_dataset(model, processor, dataset, desc=desc, **kwargs)
+    if options.distributed:  # progress on rank 0 only
+        return encode_corpus_distributed(model, processor, dataset, options, desc=desc).embeddings
+    return encode_corpus(model, processor, dataset, options, desc=desc)

@@ -37,6 +37,7 @@ from gcl_hf.errors import RecordError
 from gcl_hf.retrieval.fingerprints import (hasher, dataset_fingerprint, dataset_identity, model_fingerprint,
                                            processor_fingerprint, rows_content_digest)
 from gcl_hf.retrieval.encoding import EncodingError, encode_dataset
+from gcl_hf.retrieval.options import EncodeOptions
 
 __all__ = ["CorpusEmbeddings", "EmbeddingCacheError", "cache_key", "dataset_fingerprint", "encode_corpus", "load_cached",
            "model_fingerprint", "processor_fingerprint", "write_embeddings", "atomic_write"]
@@ -283,42 +284,41 @@ def encode_corpus(
     model: Any,
     processor: Any,
     dataset: datasets.Dataset,
+    options: EncodeOptions | None = None,
     *,
-    cache_dir: str | os.PathLike,
-    image_root: str | None = None,
-    batch_size: int = 64,
-    shard_size: int = 65536,
-    num_workers: int = 0,
-    device: torch.device | str | None = None,
-    processor_kwargs: dict[str, Any] | None = None,
     process_index: int = 0,
     num_processes: int = 1,
-    show_progress: bool = True,
     desc: str = "encoding corpus",
+    **overrides: Any,
 ) -> CorpusEmbeddings:
     """Embed ``dataset`` (see :func:`~gcl_hf.retrieval.encoding.encode_dataset`) through the on-disk cache.
 
+    ``options`` (:class:`~gcl_hf.retrieval.options.EncodeOptions`) with ``overrides`` (its field names, e.g.
+    ``cache_dir=..., batch_size=8``) applied; ``cache_dir`` is required, ``distributed`` is not read here (see
+    :func:`~gcl_hf.retrieval.distributed_encoding.encode_corpus_distributed`).
     Shards of ``shard_size`` rows already in ``cache_dir/<cache_key>/`` are reused when they pass verification
     (checksum, rows, ids, shape, finite values); missing or failing ones are encoded and written one at a time.
     With ``num_processes > 1`` this process encodes only shards ``n`` with ``n % num_processes == process_index``;
     the returned object then holds every verified shard already present (call again, e.g. after a barrier, to
     get the full set).
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    options = EncodeOptions.resolve(options, **overrides)
+    if options.cache_dir is None:
+        raise ValueError("encode_corpus needs a cache_dir (EncodeOptions.cache_dir or cache_dir=...); "
+                         "encode_dataset encodes in memory")
     if not 0 <= process_index < num_processes:
         raise ValueError(f"process_index {process_index} not in [0, {num_processes})")
-    key = cache_key(model, processor, dataset, processor_kwargs)
-    directory = Path(cache_dir) / key
+    key = cache_key(model, processor, dataset, options.processor_kwargs)
+    directory = Path(options.cache_dir) / key
     directory.mkdir(parents=True, exist_ok=True)
-    _prepare_meta(directory / "meta.json", len(dataset), shard_size)
+    _prepare_meta(directory / "meta.json", len(dataset), options.shard_size)
 
-    num_shards, encoded = -(-len(dataset) // shard_size), 0
+    num_shards, encoded = -(-len(dataset) // options.shard_size), 0
     shards: dict[int, np.ndarray] = {}
     problems: dict[str, str] = {}
-    for n, start, stop, path in _shards(directory, len(dataset), shard_size):
+    for n, start, stop, path in _shards(directory, len(dataset), options.shard_size):
         ids = _row_ids(dataset, start, stop)
-        content = rows_content_digest(dataset, start, stop, image_root)
+        content = rows_content_digest(dataset, start, stop, options.image_root)
         shard, why = _verify_shard(path, start, stop, ids, content)
         if shard is not None:
             shards[n] = shard
@@ -329,11 +329,8 @@ def encode_corpus(
             continue
         if why:
             (logger.info if why == CONTENT_CHANGED else logger.warning)("%s: %s; re-encoding it", path, why)
-        emb = encode_dataset(
-            model, processor, dataset, image_root=image_root, batch_size=batch_size, num_workers=num_workers,
-            device=device, rows=np.arange(start, stop), processor_kwargs=processor_kwargs,
-            show_progress=show_progress, desc=f"{desc} [{n + 1}/{num_shards}]",
-        )
+        emb = encode_dataset(model, processor, dataset, rows=np.arange(start, stop),
+                             desc=f"{desc} [{n + 1}/{num_shards}]", **options.dataset_kwargs())
         _write_shard(path, emb.numpy(), start, ids, content)
         shards[n] = np.load(path, mmap_mode="r")
         encoded += stop - start

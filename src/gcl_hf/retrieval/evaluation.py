@@ -1,7 +1,7 @@
 """`evaluate_retrieval`: score a model on a :class:`~gcl_hf.benchmarks.task.RetrievalTask`.
 
 Queries and corpus are embedded as :class:`~gcl_hf.retrieval.options.EncodeOptions` say
-(:func:`~gcl_hf.retrieval.options.encode_with`: in memory, through the on-disk cache, or sharded over the processes
+(:func:`~gcl_hf.retrieval.distributed_encoding.encode_with`: in memory, through the on-disk cache, or sharded over the processes
 of a launch), every query is ranked
 against the whole pool by exact streaming top-k (:func:`~gcl_hf.retrieval.search.exact_topk`, or a faiss
 flat index), or against its own candidate list when the task has one (MMEB), with the task's
@@ -24,7 +24,8 @@ import torch
 
 from gcl_hf.retrieval import metrics as _metrics
 from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings
-from gcl_hf.retrieval.options import EncodeOptions, encode_with, parse_ks
+from gcl_hf.retrieval.distributed_encoding import encode_with
+from gcl_hf.retrieval.options import EncodeOptions, parse_ks
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk, parse_search_backend
 
 __all__ = ["TaskRankings", "evaluate_retrieval", "headline_metric", "metric_function", "rank_corpus",

@@ -44,7 +44,8 @@ from gcl_hf.modeling.engine import encode_items, infer_modality
 from gcl_hf.retrieval.index_store import (DOCUMENTS_DIR, FORMAT, INDEX_FILE, IndexFormatError, check_fields,
                                           integrity_digest, link_cache_files, normalised_ids, ownership_problem,
                                           stage_directory, swap_in)
-from gcl_hf.retrieval.options import EncodeOptions, encode_with
+from gcl_hf.retrieval.distributed_encoding import encode_with
+from gcl_hf.retrieval.options import EncodeOptions
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk, parse_search_backend
 
 __all__ = ["GCLIndex", "IndexFormatError", "IndexInfo", "IndexMismatchError", "SearchResults", "documents_from_folder",

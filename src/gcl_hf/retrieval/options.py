@@ -1,11 +1,7 @@
 """One owner for the options of encoding a dataset (:class:`EncodeOptions`) and for the metric cut-offs ``k``
-(:func:`parse_ks`), passed through ``evaluate_retrieval``, ``retrieve``, ``GCLIndex.build``, the trainer's
-evaluation and the command line instead of a dozen keywords repeated at every layer.
-
-:func:`encode_with` is where the options pick the path: in memory (:func:`~gcl_hf.retrieval.encoding.encode_dataset`),
-through the on-disk cache (:func:`~gcl_hf.retrieval.embedding_cache.encode_corpus`), and with ``distributed`` each
-process of a launch a shard (:func:`~gcl_hf.retrieval.distributed_encoding.encode_dataset_sharded`, or
-:func:`~gcl_hf.retrieval.distributed_encoding.encode_corpus_distributed` with a cache): every process gets all rows.
+(:func:`parse_ks`), passed through ``evaluate_retrieval``, ``retrieve``, ``GCLIndex.build``, ``encode_corpus``,
+``encode_corpus_distributed``, the trainer's evaluation and the command line instead of a dozen keywords repeated
+at every layer. :func:`~gcl_hf.retrieval.distributed_encoding.encode_with` is where the options pick the path.
 """
 
 from __future__ import annotations
@@ -14,16 +10,11 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:  # this module imports without datasets (GCLTrainingArguments parses k with it)
-    import datasets
-
-    from gcl_hf.retrieval.embedding_cache import CorpusEmbeddings
-
-__all__ = ["EncodeOptions", "encode_with", "parse_ks"]
+__all__ = ["EncodeOptions", "parse_ks"]
 
 
 @dataclass(frozen=True)
@@ -84,23 +75,3 @@ def parse_ks(k: int | str | Sequence[int | str], name: str = "k") -> tuple[int, 
     if not ks or min(ks) < 1:
         raise ValueError(f"{name}={k!r}: expected positive integers (an int, a list or '1,5,10')")
     return ks
-
-
-def encode_with(model: Any, processor: Any, dataset: datasets.Dataset, options: EncodeOptions, *,
-                desc: str = "encoding") -> torch.Tensor | CorpusEmbeddings:
-    """Embeddings of every row of ``dataset`` (row-aligned) the way ``options`` say (module docstring)."""
-    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed, encode_dataset_sharded
-    from gcl_hf.retrieval.embedding_cache import encode_corpus
-    from gcl_hf.retrieval.encoding import encode_dataset
-
-    kwargs = options.dataset_kwargs()
-    if options.cache_dir is None:
-        if options.distributed:
-            return encode_dataset_sharded(model, processor, dataset, desc=desc, **kwargs).embeddings
-        return encode_dataset(model, processor, dataset, desc=desc, **kwargs)
-    if options.distributed:
-        kwargs["show_progress"] = None if options.show_progress else False  # None: rank 0 only
-        return encode_corpus_distributed(model, processor, dataset, cache_dir=options.cache_dir,
-                                         shard_size=options.shard_size, desc=desc, **kwargs).embeddings
-    return encode_corpus(model, processor, dataset, cache_dir=options.cache_dir, shard_size=options.shard_size,
-                         desc=desc, **kwargs)
