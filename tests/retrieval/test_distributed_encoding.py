@@ -234,3 +234,50 @@ def test_two_processes_shard_in_memory_encoding_and_both_get_every_row(setup, tw
         meta = json.loads((two_processes / f"sharded_rank{rank}.json").read_text())
         assert meta["encoded_rows"] == [12, 12]  # 24 rows: rank 0 the first 12, rank 1 the rest
         np.testing.assert_allclose(got, setup["reference"], rtol=TOL, atol=TOL)
+
+
+def test_one_process_run_through_options_equals_keywords(setup, tmp_path):
+    from transformers import AutoProcessor
+
+    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed
+    from gcl_hf.retrieval.options import EncodeOptions
+
+    model, processor = hub.load(setup["model"]), AutoProcessor.from_pretrained(setup["model"])
+    dataset = load_pool_file(setup["pool"], cache_dir=setup["base"] / "data_cache")
+    image_root = str(setup["pool"].parent)
+    options = EncodeOptions(cache_dir=tmp_path / "a", batch_size=BATCH_SIZE, shard_size=SHARD_SIZE,
+                            show_progress=False)
+    through_options = encode_corpus_distributed(model, processor, dataset, options, image_root=image_root)
+    through_keywords = encode_corpus_distributed(model, processor, dataset, cache_dir=tmp_path / "b",
+                                                 image_root=image_root, batch_size=BATCH_SIZE,
+                                                 shard_size=SHARD_SIZE, show_progress=False)
+    assert through_options.encoded_rows == through_keywords.encoded_rows == [len(dataset)]
+    assert through_options.fingerprint == through_keywords.fingerprint
+    assert through_options.directory.parent == tmp_path / "a" and len(through_options.embeddings.shards) == 5
+    np.testing.assert_array_equal(through_options.embeddings.to_numpy(), through_keywords.embeddings.to_numpy())
+    np.testing.assert_allclose(through_options.embeddings.to_numpy(), setup["reference"], rtol=TOL, atol=TOL)
+
+
+def test_distributed_session_leaves_a_callers_group_up(tmp_path):
+    import torch.distributed as dist
+
+    from gcl_hf.retrieval.distributed_encoding import ProcessInfo, barrier, distributed_session
+
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        with distributed_session() as info:
+            assert info == ProcessInfo(0, 1, 0)
+            barrier()
+        assert dist.is_initialized()  # the caller's group: not this session's to end
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cli_builds_one_encode_options_from_its_flags(tmp_path):
+    from gcl_hf.cli.encode import encode_options, parse_args
+    from gcl_hf.retrieval.options import EncodeOptions
+
+    args = parse_args(["--model", "m", "--pool", "p.jsonl", "--cache-dir", str(tmp_path), "--batch-size", "3",
+                       "--num-workers", "2", "--shard-size", "7", "--quiet"])
+    assert encode_options(args, "cpu") == EncodeOptions(batch_size=3, num_workers=2, device="cpu",
+                                                        cache_dir=str(tmp_path), shard_size=7, show_progress=False)

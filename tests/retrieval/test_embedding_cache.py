@@ -267,3 +267,40 @@ def test_a_replaced_image_file_re_encodes_only_its_shard(model, tmp_path):
     fresh = encode_dataset(model, tiny_processor(), pool, image_root=str(tmp_path), show_progress=False)
     np.testing.assert_allclose(again.to_numpy(), fresh.numpy(), atol=1e-6)
     assert not np.allclose(again.to_numpy()[3], first.to_numpy()[3], atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- options
+def test_options_object_and_keywords_encode_the_same(model, processor, corpus, reference, tmp_path):
+    from gcl_hf.retrieval.options import EncodeOptions
+
+    options = EncodeOptions(cache_dir=tmp_path / "a", batch_size=8, shard_size=SHARD, show_progress=False)
+    through_options = encode_corpus(model, processor, corpus, options)
+    through_keywords = _encode(model, processor, corpus, tmp_path / "b")
+    assert through_options.encoded_rows == through_keywords.encoded_rows == N  # both encoded, none read back
+    assert through_options.directory.parent == tmp_path / "a"
+    assert through_options.directory.name == through_keywords.directory.name  # the cache fingerprint
+    np.testing.assert_array_equal(through_options.to_numpy(), through_keywords.to_numpy())
+    np.testing.assert_allclose(through_options.to_numpy(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_options_and_overrides_combine(model, processor, corpus, tmp_path):
+    from gcl_hf.retrieval.options import EncodeOptions
+
+    options = EncodeOptions(cache_dir=tmp_path, batch_size=8, shard_size=SHARD, show_progress=False)
+    got = encode_corpus(model, processor, corpus, options, shard_size=5, processor_kwargs={"max_length": 16})
+    meta = json.loads((got.directory / "meta.json").read_text())
+    assert got.directory.parent == tmp_path and meta["shard_size"] == 5 and len(got.shards) == 4
+    assert got.directory.name != _encode(model, processor, corpus, tmp_path).directory.name  # processor_kwargs keyed
+    assert options.shard_size == SHARD  # the caller's options are not changed
+
+
+def test_unknown_keyword_or_missing_cache_dir_is_one_clear_error(model, processor, corpus, tmp_path):
+    from gcl_hf.retrieval.distributed_encoding import encode_corpus_distributed
+
+    for encode in (encode_corpus, encode_corpus_distributed):
+        with pytest.raises(TypeError, match=r"unknown encoding option\(s\) \['batchsize'\]: EncodeOptions has .*"
+                                            r"'batch_size'"):
+            encode(model, processor, corpus, cache_dir=tmp_path, batchsize=8)
+        with pytest.raises(ValueError, match=rf"^{encode.__name__} needs a cache_dir [^\n]*$"):
+            encode(model, processor, corpus, batch_size=8)
+    assert not any(tmp_path.iterdir())  # nothing written before the error
