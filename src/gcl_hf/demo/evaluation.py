@@ -19,8 +19,8 @@ import torch
 from gcl_hf.benchmarks.task import MODALITIES, RetrievalTask
 from gcl_hf.demo.tasks import MODALITY_LABELS
 from gcl_hf.retrieval.analysis import modality_gap
-from gcl_hf.retrieval.evaluation import rank_corpus, score_rankings
 from gcl_hf.retrieval.distributed_encoding import encode_with
+from gcl_hf.retrieval.evaluation import rank_corpus, score_rankings
 from gcl_hf.retrieval.options import EncodeOptions
 
 __all__ = ["CELLS", "PoolEmbeddings", "encode_test_pool", "pool_modality_gap", "score_cells", "score_local_pools"]
