@@ -65,6 +65,19 @@ def test_both_blas_give_the_canonical_top_k(bound, case):
             assert torch.equal(i, ref[1]) and torch.equal(v, ref[0]), (matmul, threads)
 
 
+@pytest.mark.parametrize("bound", [FLOAT32_BOUND, BF16_BOUND])
+def test_bound_raised_late_from_many_tiles_is_still_exact(bound):
+    """Lambda is raised from the candidates of several tiles (of several query blocks) at once: many narrow
+    tiles bring few candidates each, far fewer than one per query, so the bound lags many tiles behind."""
+    q, c = unit(600, 32, 5), unit(6000, 32, 6)
+    ref = canonical_brute(q, c, 7)
+    for threads, block in [(1, 150), (2, 64)]:
+        with torch.inference_mode():
+            v, i = shortlist_topk(q, [c], 7, bound, chunk_size=40, query_block=block, threads=threads,
+                                  cap=4096 if bound is BF16_BOUND else None)
+        assert torch.equal(i, ref[1]) and torch.equal(v, ref[0]), threads
+
+
 def test_exact_topk_with_each_blas_forced(monkeypatch):
     q, c = _adversarial(4)
     out = {}

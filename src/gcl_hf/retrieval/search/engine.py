@@ -49,7 +49,6 @@ from gcl_hf.retrieval.search.rescore import (
 DEFAULT_SHORTLIST_CAP = 4096
 SUPER_BLOCK = 8192  # queries per pass over the corpus (bounds the shortlist memory)
 GROUP = 128  # columns per group in the candidate scan
-_COLD_SAMPLE = 512  # columns whose k-th score starts a query's Lambda (any subset gives a valid bound)
 # Tile sizes (elements of the [query block, chunk] score buffer). On CPU a tile that stays in the
 # last-level cache lets the candidate scan read hot data; on a GPU large tiles keep the SMs busy.
 _CPU_TILE = 1024 * 2048
@@ -85,22 +84,46 @@ class _Shortlist:
 
     ``low`` holds, per query, the ``k`` largest lower ends among the candidates seen (its last column is
     the thread's ``Lambda``); ``lam`` is shared by the threads and holds the largest ``Lambda`` any of
-    them has reached. The candidates (row, upper end, index) are appended flat and filtered against
-    ``lam`` whenever they have grown enough since the last filtering (no sort: ``Lambda`` is kept
-    up to date tile by tile in ``low``). A query with more than ``cap`` candidates gets ``lam = +inf``
-    (nothing more is collected for it) and goes to the float32 search.
+    them has reached. The candidates (row, upper end, index) are appended flat; ``low`` and ``lam`` are
+    raised with them once about one candidate per query has come in since the last time (a ``Lambda``
+    a few tiles old is still a valid bound: it only lets a few more entries through), and the list is
+    filtered against ``lam`` whenever it has grown enough since the last filtering (no sort). A query
+    with more than ``cap`` candidates gets ``lam = +inf`` (nothing more is collected for it) and goes
+    to the float32 search.
     """
 
     def __init__(self, lam: torch.Tensor, k: int, cap: int | None, lock: threading.Lock) -> None:
         self.lam, self.k, self.cap, self.lock = lam, k, cap, lock
         self.low = torch.full((lam.numel(), k), -math.inf, dtype=torch.float64)
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.lows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, lower ends) not yet in ``low``
+        self.unsynced = 0
+        self.sync_every = max(256, lam.numel())
         self.pending = 0
         self.budget = max(1 << 16, 4 * lam.numel() * k)
         self.overflow = torch.zeros(lam.numel(), dtype=torch.bool)
 
     def add(self, rows: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, index: torch.Tensor) -> None:
-        """Append candidates (``rows`` in non-decreasing order) and raise ``low`` / ``lam`` with them."""
+        """Append candidates; raise ``low`` / ``lam`` with them when enough have come in."""
+        self.parts.append((rows, upper, index))
+        self.lows.append((rows, lower))
+        self.unsynced += rows.numel()
+        self.pending += rows.numel()
+        if self.unsynced >= self.sync_every:
+            self.sync()
+        if self.pending > self.budget:
+            self.prune()
+
+    def sync(self) -> None:
+        """Merge the lower ends that came in since the last call into ``low`` and raise ``lam``."""
+        if not self.lows:
+            return
+        rows, lower = self.lows[0]
+        if len(self.lows) > 1:  # each tile's rows are in order; several tiles' are not
+            rows, lower = (torch.cat(p) for p in zip(*self.lows))
+            order = torch.argsort(rows, stable=True)
+            rows, lower = rows[order], lower[order]
+        self.lows, self.unsynced = [], 0
         uniq, counts = torch.unique_consecutive(rows, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
         group = torch.repeat_interleave(torch.arange(uniq.numel()), counts)
@@ -112,12 +135,9 @@ class _Shortlist:
         self.low[uniq] = top
         with self.lock:  # read-modify-write of the shared bound: never lower another thread's value
             self.lam[uniq] = torch.maximum(self.lam[uniq], top[:, -1])
-        self.parts.append((rows, upper, index))
-        self.pending += rows.numel()
-        if self.pending > self.budget:
-            self.prune()
 
     def prune(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.sync()
         if not self.parts:
             empty = torch.empty(0, dtype=torch.int64)
             return empty, torch.empty(0, dtype=torch.float64), empty
@@ -149,12 +169,15 @@ def candidates(scores: torch.Tensor, thresh: torch.Tensor) -> tuple[torch.Tensor
         # For a threshold > +0, bf16 order agrees with the int16 order of the bits (negative numbers,
         # -0 and -inf have negative bits), and an integer max is much cheaper than a bf16 one.
         scores, limit = scores.view(torch.int16), bits
-    grouped = scores.view(rows, width // GROUP, GROUP)
-    hit_r, hit_g = (grouped.amax(dim=2) >= limit.unsqueeze(1)).nonzero(as_tuple=True)
-    if hit_r.numel() == 0:
-        return hit_r, hit_g
-    inner_h, inner_c = (grouped[hit_r, hit_g] >= limit[hit_r].unsqueeze(1)).nonzero(as_tuple=True)
-    return hit_r[inner_h], hit_g[inner_h] * GROUP + inner_c
+    groups = width // GROUP
+    grouped = scores.view(rows * groups, GROUP)
+    hit = (grouped.amax(dim=1).view(rows, groups) >= limit.unsqueeze(1)).view(-1).nonzero().squeeze(1)
+    if hit.numel() == 0:
+        return hit, hit
+    hit_r = hit.div(groups, rounding_mode="floor")
+    inner_h, inner_c = (grouped.index_select(0, hit) >= limit.index_select(0, hit_r).unsqueeze(1)).nonzero(
+        as_tuple=True)
+    return hit_r.index_select(0, inner_h), (hit - hit_r * groups).index_select(0, inner_h) * GROUP + inner_c
 
 
 @dataclass
@@ -212,10 +235,10 @@ class _Pass:
                     scores[sel[:, 0], sel[:, 1] - offset] = -math.inf
                 fixed_b = fixed[qs:qe]
                 lam_b = lam[qs:qe].clone()
-                if qs in cold_blocks and width >= k:  # no bound yet: the k-th lower end among some of
-                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # this tile's entries is one
+                if qs in cold_blocks and width >= k:  # no bound yet: the k-th lower end among this
+                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # tile's entries is one
                     if cold.numel():
-                        sample = scores[:, : max(k, _COLD_SAMPLE)].index_select(0, cold)
+                        sample = scores.index_select(0, cold)
                         a_k = torch.topk(sample if bound.dtype != torch.bfloat16 else sample.float(), k,
                                          dim=1).values[:, k - 1]
                         lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
