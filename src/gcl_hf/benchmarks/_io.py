@@ -20,6 +20,7 @@ from typing import Any
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
+from gcl_hf.atomic import atomic_write_text
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.images import check_image_file
 from gcl_hf.benchmarks.task import MODALITIES
@@ -148,9 +149,7 @@ def _generate_rows(rows: Callable[..., Iterator[dict[str, Any]]], rows_kwargs: d
         count += 1
         yield row
     Path(meta_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{meta_path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(json.dumps({"skipped": local.to_dict(), "num_rows": count}), encoding="utf-8")
-    os.replace(tmp, meta_path)
+    atomic_write_text(meta_path, json.dumps({"skipped": local.to_dict(), "num_rows": count}))
 
 
 def iter_jsonl(path: Path, skips: SkipReport) -> Iterator[tuple[int, dict]]:
