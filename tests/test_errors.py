@@ -55,3 +55,14 @@ def test_skip_report_raises_or_counts_and_merges(caplog):
     assert "task x: skipped 5 of 10 malformed record(s)" in caplog.text
     with pytest.raises(ValueError, match="errors must be one of"):
         SkipReport("ignore")
+
+
+def test_one_errors_vocabulary_and_one_parser():
+    from typing import get_args
+
+    from gcl_hf.errors import ERRORS_MODES, ErrorMode, check_errors_mode
+
+    assert get_args(ErrorMode) == ERRORS_MODES == ("raise", "skip")
+    assert [check_errors_mode(mode) for mode in ERRORS_MODES] == list(ERRORS_MODES)
+    with pytest.raises(ValueError, match=r"^image_errors must be one of \('raise', 'skip'\), got 'ignore'$"):
+        check_errors_mode("ignore", "image_errors")

@@ -399,10 +399,9 @@ def render_table(cfg: ReproConfig, results: dict[str, Any], paper: dict[str, Any
 def write_json(cfg: ReproConfig, results: dict[str, Any]) -> Path:
     path = Path(cfg.paths.output_dir) / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    tmp.replace(path)
-    return path
+    from gcl_hf.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(results, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,24 +17,28 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-__all__ = ["ERRORS_MODES", "MAX_KEPT", "RecordError", "SkipReport", "SkippedRecord", "check_errors_mode",
+__all__ = ["ERRORS_MODES", "MAX_KEPT", "ErrorMode", "RecordError", "SkipReport", "SkippedRecord", "check_errors_mode",
            "note_details"]
 
-#: Accepted values of every ``errors=`` option.
-ERRORS_MODES = ("raise", "skip")
+#: Every ``errors=`` option (``errors``, ``image_errors``, ``data_errors``, ``--errors``): stop at the first bad
+#: record with an error naming it, or skip it and count it.
+ErrorMode = Literal["raise", "skip"]
+#: The values of :data:`ErrorMode` (argparse ``choices``; this module stays import-light for ``--help``).
+ERRORS_MODES: tuple[ErrorMode, ...] = get_args(ErrorMode)
 #: How many skipped records a :class:`SkipReport` keeps in full (the counts are always exact).
 MAX_KEPT = 1000
 
 _FIELDS = ("source", "line", "row", "record", "field", "path", "location", "offset")
 
 
-def check_errors_mode(errors: str) -> str:
-    """``errors`` if it is ``"raise"`` or ``"skip"``; a `ValueError` otherwise."""
+def check_errors_mode(errors: str, name: str = "errors") -> ErrorMode:
+    """The one parser of an ``errors=`` option: ``errors`` if it is ``"raise"`` or ``"skip"``, else a `ValueError`
+    naming the option (``name``)."""
     if errors not in ERRORS_MODES:
-        raise ValueError(f"errors must be one of {ERRORS_MODES}, got {errors!r}")
-    return errors
+        raise ValueError(f"{name} must be one of {ERRORS_MODES}, got {errors!r}")
+    return errors  # type: ignore[return-value]  # checked just above
 
 
 #: The traceback note that carries a record error's fields out of a dataloader worker (see `note_details`).
@@ -180,7 +184,7 @@ class SkipReport:
     it) is how many records were read, so ``num_kept`` says what remains.
     """
 
-    def __init__(self, errors: str = "raise", *, source: Any = None) -> None:
+    def __init__(self, errors: ErrorMode = "raise", *, source: Any = None) -> None:
         self.errors = check_errors_mode(errors)
         self.source = None if source is None else str(source)
         self.num_records = 0

@@ -177,3 +177,11 @@ def test_save_rankings_says_which_files_are_current_and_drops_an_older_runs(setu
     assert manifest["run_name"] == "second" and len(manifest["tasks"]) == 1
     (files,) = manifest["tasks"].values()
     assert sorted(p.name for p in ranks.iterdir()) == sorted([*files.values(), "mine.txt", "rankings.json"])
+
+
+def test_errors_flag_takes_the_errors_vocabulary(capsys):
+    from gcl_hf.cli.eval import build_parser
+    from gcl_hf.errors import ERRORS_MODES
+
+    action = next(a for a in build_parser()._actions if "--errors" in a.option_strings)
+    assert tuple(action.choices) == ERRORS_MODES

@@ -149,3 +149,13 @@ def test_check_images_choices_are_the_parsers_vocabulary():
     field = next(f for f in dataclasses.fields(DataArguments) if f.name == "check_images")
     choices = field.metadata["choices"]
     assert set(CHECK_IMAGES) <= set(choices) and {parse_check_images(c) for c in choices} == set(CHECK_IMAGES)
+
+
+def test_data_errors_choices_are_the_errors_vocabulary():
+    import dataclasses
+
+    from gcl_hf.cli.train import DataArguments
+    from gcl_hf.errors import ERRORS_MODES
+
+    field = next(f for f in dataclasses.fields(DataArguments) if f.name == "data_errors")
+    assert tuple(field.metadata["choices"]) == ERRORS_MODES

@@ -79,3 +79,41 @@ def test_a_processor_without_tokenizer_files_is_refused_naming_the_directory(tmp
     with pytest.raises(IncompleteModelError, match=rf"{tmp_path}: the processor cannot tokenize: its tokenizer has "
                                                    r"\d+ tokens, all special \(no tokenizer\.json"):
         load_processor(tmp_path)
+
+
+def _max_length(processor) -> int:
+    return processor.tokenizer.model_max_length
+
+
+def test_find_processor_takes_the_explicit_one_then_the_models_own_then_the_backbones(tmp_path):
+    """One owner of "which processor goes with this model": `GCLModel.encode`, mteb and the CLI all ask it."""
+    from gcl_hf.modeling.loading import ProcessorNotFoundError, find_processor
+    from gcl_hf.testing import tiny_processor
+
+    backbone_dir, saved_dir, explicit_dir = tmp_path / "clip", tmp_path / "gcl", tmp_path / "proc"
+    tiny_clip().save_pretrained(backbone_dir)
+    tiny_processor(max_length=32).save_pretrained(backbone_dir)
+    tiny_processor(max_length=24).save_pretrained(explicit_dir)
+    GCLModel.from_backbone(str(backbone_dir)).save_pretrained(saved_dir)  # no processor beside it
+    model = GCLModel.from_pretrained(saved_dir)
+    assert _max_length(find_processor(model)) == 32  # the saved dir has none: the backbone's recorded name
+    assert _max_length(find_processor(model, processor=explicit_dir)) == 24
+    tiny_processor(max_length=20).save_pretrained(saved_dir)
+    assert _max_length(find_processor(model)) == 20  # the model's own directory before its backbone's
+    model.processor = tiny_processor(max_length=28)
+    assert _max_length(find_processor(model)) == 28  # attached
+    assert _max_length(find_processor(model, processor=explicit_dir)) == 24  # explicit beats attached
+    with pytest.raises(ProcessorNotFoundError) as err:  # an explicit path is the only candidate
+        find_processor(model, processor=tmp_path / "missing")
+    assert err.value.tried and all(t.startswith(str(tmp_path / "missing")) for t in err.value.tried)
+
+
+def test_find_processor_names_every_candidate_when_offline():
+    from gcl_hf.modeling.loading import ProcessorNotFoundError, find_processor
+
+    model = GCLModel.from_backbone(tiny_clip())
+    with pytest.raises(ProcessorNotFoundError, match="needs a processor.*no name_or_path to look in"):
+        find_processor(model)
+    with pytest.raises(ProcessorNotFoundError, match=r"tried gcl-hf-test/not-cached: ") as err:
+        find_processor(model, name_or_path="gcl-hf-test/not-cached", revision="v1")
+    assert [t.split(":")[0] for t in err.value.tried] == ["gcl-hf-test/not-cached"]

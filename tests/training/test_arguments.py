@@ -22,3 +22,15 @@ def test_loss_fields_are_closed_choices_on_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--negatives", "some"])
     assert "invalid choice: 'some' (choose from 'all', 'modality')" in capsys.readouterr().err
+
+
+def test_image_errors_is_the_errors_vocabulary(tmp_path, capsys):
+    from gcl_hf.errors import ERRORS_MODES
+
+    with pytest.raises(ValueError, match=r"GCLTrainingArguments.image_errors must be one of \('raise', 'skip'\), "
+                                         r"got 'ignore'"):
+        GCLTrainingArguments(output_dir=str(tmp_path), image_errors="ignore", use_cpu=True)
+    parser = HfArgumentParser(GCLTrainingArguments)
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--image_errors", "ignore"])
+    assert "invalid choice: 'ignore' (choose from " + ", ".join(map(repr, ERRORS_MODES)) in capsys.readouterr().err

@@ -20,10 +20,12 @@ from typing import Any
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
+from gcl_hf.atomic import atomic_write_text
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.images import check_image_file
 from gcl_hf.benchmarks.task import MODALITIES
 from gcl_hf.data.textfiles import DecodedText, MakeError, iter_lines, read_text
+from gcl_hf.errors import ErrorMode
 
 #: Why a text holding a NUL character is refused.
 NUL_REASON = "contains a NUL character (binary data, or a UTF-16 file read as UTF-8?)"
@@ -139,7 +141,7 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and isinstance(meta.get("skipped"), dict) else None
 
 
-def _generate_rows(rows: Callable[..., Iterator[dict[str, Any]]], rows_kwargs: dict[str, Any], errors: str,
+def _generate_rows(rows: Callable[..., Iterator[dict[str, Any]]], rows_kwargs: dict[str, Any], errors: ErrorMode,
                    meta_path: str) -> Iterator[dict[str, Any]]:
     """The generator `cached_dataset` hands to ``Dataset.from_generator``; writes the skip summary at the end."""
     local = SkipReport(errors)
@@ -148,9 +150,7 @@ def _generate_rows(rows: Callable[..., Iterator[dict[str, Any]]], rows_kwargs: d
         count += 1
         yield row
     Path(meta_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{meta_path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(json.dumps({"skipped": local.to_dict(), "num_rows": count}), encoding="utf-8")
-    os.replace(tmp, meta_path)
+    atomic_write_text(meta_path, json.dumps({"skipped": local.to_dict(), "num_rows": count}))
 
 
 def iter_jsonl(path: Path, skips: SkipReport) -> Iterator[tuple[int, dict]]:

@@ -49,6 +49,7 @@ from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, read_
                                    resolve_root, rows_dataset)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
+from gcl_hf.errors import ErrorMode
 from gcl_hf.data.textfiles import csv_rows
 
 __all__ = [
@@ -147,7 +148,7 @@ def load_covr(
     max_words: int = 30,
     remove_self: bool = True,
     check_images: CheckImages | bool = "exists",
-    errors: str = "raise",
+    errors: ErrorMode = "raise",
     revision: str | None = None,
 ) -> list[RetrievalTask]:
     """Load WebVid-CoVR from a local copy (or the annotation CSVs of ``lucas-ventura/WebVid-CoVR``).

@@ -37,6 +37,7 @@ from gcl_hf.benchmarks._io import (ITEM_FEATURES, NUL_REASON, check_image, requi
                                    rows_dataset)
 from gcl_hf.benchmarks.errors import BenchmarkFormatError, BenchmarkNotFoundError, SkipReport
 from gcl_hf.benchmarks.task import RetrievalTask
+from gcl_hf.errors import ErrorMode
 
 __all__ = ["IMAGE_TOKEN", "MMEB_REPO", "MMEB_RETRIEVAL_SUBSETS", "load_mmeb", "mmeb_parquet_files"]
 
@@ -227,7 +228,7 @@ def load_mmeb(
     image_root: str | os.PathLike | None = None,
     strip_image_token: bool = False,
     check_images: CheckImages | bool = "exists",
-    errors: str = "raise",
+    errors: ErrorMode = "raise",
     revision: str | None = None,
 ) -> list[RetrievalTask]:
     """Load MMEB retrieval subsets from a local copy (or the Hub repo ``TIGER-Lab/MMEB-eval``).

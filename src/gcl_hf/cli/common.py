@@ -145,17 +145,12 @@ def load_model(name: str, *, revision: str | None = None, device: str | None = N
 
 def load_processor(model_name: str, model: Any, *, processor: str | None = None, revision: str | None = None,
                    prog: str = "gcl-hf") -> Any:
-    """The processor given, else the model's own, else its base model's (named in the backbone config)."""
-    from gcl_hf.modeling.loading import load_processor
+    """:func:`gcl_hf.modeling.loading.find_processor` (``--processor``, else the model's own at ``--revision``,
+    else its base model's), failing as a :class:`CLIError` that says to pass ``--processor``."""
+    from gcl_hf.modeling.loading import ProcessorNotFoundError, find_processor
 
-    candidates = [processor] if processor else [model_name]
-    base = getattr(getattr(model.config, "backbone_config", None), "_name_or_path", None)
-    if base and not processor:
-        candidates.append(base)
-    errors = []
-    for name in candidates:
-        try:
-            return load_processor(name, revision=revision if name == model_name else None)
-        except Exception as exc:  # noqa: BLE001 - report every candidate tried
-            errors.append(f"{name}: {one_line(exc)}")
-    raise CLIError(f"no processor found for {model_name!r}; pass --processor (tried {'; '.join(errors)})")
+    try:
+        return find_processor(model, processor=processor, name_or_path=model_name, revision=revision)
+    except ProcessorNotFoundError as exc:
+        raise CLIError(f"no processor found for {model_name!r}; pass --processor (tried {'; '.join(exc.tried)})"
+                       ) from exc

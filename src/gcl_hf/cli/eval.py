@@ -21,6 +21,7 @@ from typing import Any
 from gcl_hf.cli.common import (SEARCH_BACKEND_CHOICES, CLIError, GCLArgumentParser, load_model, load_processor,
                                parse_options)
 from gcl_hf.cli.rankings import finish_rankings, write_rankings
+from gcl_hf.errors import ERRORS_MODES
 
 __all__ = ["average_metrics", "build_parser", "evaluate_benchmark", "format_table", "main", "parse_args"]
 
@@ -55,7 +56,7 @@ def build_parser() -> GCLArgumentParser:
     p.add_argument("--rankings-depth", type=int, default=100,
                    help="candidates kept per query in the saved rankings (at least the largest k of the task)")
     p.add_argument("--run-name", default="gcl-hf", help="run name (last column) of the TREC run files")
-    p.add_argument("--errors", choices=["raise", "skip"], default="raise",
+    p.add_argument("--errors", choices=ERRORS_MODES, default="raise",
                    help="malformed benchmark rows: stop with an error naming file/line/field, or count and skip")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from gcl_hf.atomic import atomic_write_text
+
 __all__ = ["MANIFEST", "finish_rankings", "read_qrels", "read_run_json", "read_trec_run", "trec_id", "write_rankings"]
 
 #: the list of the current run's files in a rankings directory
@@ -82,9 +84,7 @@ def finish_rankings(directory: str | os.PathLike, written: dict[str, dict[str, P
         stale = {n for files in previous.values() for n in files.values()} - names
     except (OSError, ValueError, AttributeError):
         stale = set()
-    tmp = directory / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"run_name": run_name, "tasks": current}, indent=1), encoding="utf-8")
-    os.replace(tmp, manifest)
+    atomic_write_text(manifest, json.dumps({"run_name": run_name, "tasks": current}, indent=1))
     for name in sorted(stale):
         if "/" not in name and name != MANIFEST:
             (directory / name).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gcl_hf.cli.common import CLIError, GCLArgumentParser
+from gcl_hf.errors import ERRORS_MODES, ErrorMode
 
 __all__ = ["DataArguments", "ModelArguments", "build_model", "default_num_workers", "main", "parse_args", "run"]
 
@@ -73,10 +74,10 @@ class DataArguments:
     caption_turn: int = field(
         default=1, metadata={"help": "LLaVA records: the conversation turn holding the caption."}
     )
-    data_errors: str = field(
+    data_errors: ErrorMode = field(
         default="raise",
         metadata={"help": "Malformed records (missing field, empty caption) when loading: 'raise' naming the "
-                          "file, record and field, or 'skip' and count them.", "choices": ["raise", "skip"]},
+                          "file, record and field, or 'skip' and count them.", "choices": list(ERRORS_MODES)},
     )
     # the vocabulary of gcl_hf.data.validation.parse_check_images (spelled out: --help must not import torch;
     # tests/cli/test_train.py keeps the two in step)

@@ -26,7 +26,7 @@ import torch
 
 from gcl_hf.data.errors import DataFormatError
 from gcl_hf.data.images import ImageLoadError, open_image
-from gcl_hf.errors import note_details
+from gcl_hf.errors import ErrorMode, check_errors_mode, note_details
 
 __all__ = ["DEFAULT_MAX_LENGTH", "GCLCollator", "image_settings", "literal_special_tokens", "text_settings"]
 
@@ -155,14 +155,13 @@ class GCLCollator:
     image_root: str | os.PathLike | None = None
     max_length: int | None = None
     padding: Literal["longest", "max_length"] | None = None
-    errors: Literal["raise", "skip"] = "raise"
+    errors: ErrorMode = "raise"
     return_records: bool = False
     pad_to_multiple_of: int | None = None
     skipped: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if self.errors not in ("raise", "skip"):
-            raise ValueError(f"errors must be 'raise' or 'skip', got {self.errors!r}")
+        check_errors_mode(self.errors)
         if self.padding is None:
             self.padding = "max_length" if _is_fixed_length_family(self.processor) else "longest"
         if self.padding not in ("longest", "max_length"):

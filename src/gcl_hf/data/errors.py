@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gcl_hf.errors import RecordError, SkipReport, SkippedRecord
+from gcl_hf.errors import ErrorMode, RecordError, SkipReport, SkippedRecord
 
 __all__ = ["DataFormatError", "DataSourceError", "LoadReport", "SkippedRecord"]
 
@@ -28,7 +28,7 @@ class LoadReport(SkipReport):
     skipped (``num_skipped``, ``skipped``). For a streamed Hub dataset the counts grow while the stream is
     iterated (in the process that iterates it)."""
 
-    def __init__(self, source: str, format: str, num_records: int = 0, errors: str = "raise") -> None:
+    def __init__(self, source: str, format: str, num_records: int = 0, errors: ErrorMode = "raise") -> None:
         super().__init__(errors, source=source)
         self.format = format
         self.num_records = num_records

@@ -23,7 +23,7 @@ import datasets
 from gcl_hf.data.errors import DataFormatError, DataSourceError, LoadReport, SkippedRecord
 from gcl_hf.data.sources import from_dataset, from_file, from_hub, from_imagefolder
 from gcl_hf.data.validation import CheckImages, ValidationOptions, parse_check_images
-from gcl_hf.errors import check_errors_mode
+from gcl_hf.errors import ErrorMode, check_errors_mode
 
 __all__ = [
     "DataFormatError",
@@ -32,9 +32,6 @@ __all__ = [
     "SkippedRecord",
     "load_image_text_pairs",
 ]
-
-ErrorMode = Literal["raise", "skip"]
-
 
 FORMATS = ("imagefolder", "llava", "json", "csv", "parquet", "hub", "dataset")
 

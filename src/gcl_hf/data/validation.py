@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from gcl_hf.data.errors import DataFormatError, LoadReport
 from gcl_hf.data.images import ImageLoadError, open_image
+from gcl_hf.errors import ErrorMode
 
 #: How far image files are checked before any training or encoding (training data and benchmark loaders alike):
 #: not at all, that each file exists and is not empty, or that it decodes.
@@ -49,7 +50,7 @@ class ValidationOptions:
     caption_column: str
     caption_turn: int
     check: CheckImages
-    errors: str
+    errors: ErrorMode
     id_column: str | None
 
 
@@ -73,7 +74,7 @@ def has_nul(array: pa.Array) -> np.ndarray:
 _NUL_REASON = "contains a NUL character (binary data, or a UTF-16 file read as UTF-8?)"
 
 
-def reject(report: LoadReport, errors: str, index: int, location: str, field_name: str | None, reason: str,
+def reject(report: LoadReport, errors: ErrorMode, index: int, location: str, field_name: str | None, reason: str,
             path: str | None = None, offset: int | None = None) -> None:
     """Raise for ``errors="raise"`` (an ImageLoadError when ``path`` names an image), else count in ``report``."""
     if path is not None:

@@ -25,6 +25,7 @@ import torch
 
 from gcl_hf.data.images import IMAGE_SUFFIXES
 from gcl_hf.modeling.engine import infer_modality
+from gcl_hf.modeling.loading import ProcessorNotFoundError
 
 __all__ = ["IMAGE_EXTENSIONS", "EncodeMixin", "ProcessorNotFoundError", "classify_input", "find_processor"]
 
@@ -32,10 +33,6 @@ __all__ = ["IMAGE_EXTENSIONS", "EncodeMixin", "ProcessorNotFoundError", "classif
 #: A string ending with one of these (case-insensitive) is read as an image path, not as text.
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # one list, owned by gcl_hf.data.images
 _EXPECTED = "expected str, PIL image, path, dict or (image, text) tuple"
-
-
-class ProcessorNotFoundError(ValueError):
-    """No processor was given, attached or found beside the model or its base model."""
 
 
 def _is_image(value: Any) -> bool:
@@ -102,30 +99,13 @@ def _check_image_files(items: list[tuple[str, Any, str | None]]) -> None:
 
 
 def find_processor(model: Any) -> Any:
-    """The processor attached to ``model``, else ``AutoProcessor`` from where the model or its base model came
-    from (attached to the model once found); a `ProcessorNotFoundError` saying how to pass one otherwise."""
-    attached = getattr(model, "processor", None)
-    if attached is not None:
-        return attached
-    from gcl_hf.modeling.loading import load_processor
+    """:func:`gcl_hf.modeling.loading.find_processor` of ``model``, attached to the model once found (so the next
+    call does not load it again)."""
+    from gcl_hf.modeling import loading
 
-    backbone = model._unwrapped_backbone() if hasattr(model, "_unwrapped_backbone") else model
-    names = [getattr(model, "name_or_path", None), getattr(backbone, "name_or_path", None),
-             getattr(getattr(model.config, "backbone_config", None), "_name_or_path", None)]
-    tried = []
-    for name in dict.fromkeys(str(n) for n in names if n):
-        try:
-            processor = load_processor(name)
-        except Exception as exc:  # noqa: BLE001 - every candidate is reported
-            tried.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-            continue
-        model.processor = processor
-        return processor
-    detail = ("; tried " + "; ".join(tried)) if tried else " (the model has no name_or_path to look in)"
-    raise ProcessorNotFoundError(
-        "GCLModel.encode needs a processor: pass encode(..., processor=AutoProcessor.from_pretrained(<base model>)) "
-        "or attach one with `model.processor = processor` (save_pretrained then saves it beside the model)" + detail
-    )
+    processor = loading.find_processor(model)
+    model.processor = processor
+    return processor
 
 
 class EncodeMixin:

@@ -14,8 +14,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PICKLE_SUFFIXES", "IncompleteModelError", "RemoteCodeError", "UnsafeWeightsError", "check_can_tokenize",
-           "explain_remote_code", "explain_unsafe", "load_backbone", "load_processor", "safe_loading_kwargs"]
+__all__ = ["PICKLE_SUFFIXES", "IncompleteModelError", "ProcessorNotFoundError", "RemoteCodeError", "UnsafeWeightsError",
+           "check_can_tokenize", "explain_remote_code", "explain_unsafe", "find_processor", "load_backbone",
+           "load_processor", "safe_loading_kwargs"]
 
 #: Weight-file suffixes that are (or may be) Python pickles.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -92,6 +93,53 @@ def load_processor(name_or_path: str | os.PathLike, *, revision: str | None = No
         processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=False, **kwargs)
     check_can_tokenize(processor, name_or_path)
     return processor
+
+
+class ProcessorNotFoundError(ValueError):
+    """No processor was given, attached or found beside the model or its base model; ``tried`` lists each
+    candidate as ``"name: why"`` (so a caller can phrase its own advice, e.g. the CLI's ``--processor``)."""
+
+    def __init__(self, message: str, tried: list[str]):
+        super().__init__(message)
+        self.tried = tried
+
+
+def find_processor(model: Any, *, processor: str | os.PathLike | None = None,
+                   name_or_path: str | os.PathLike | None = None, revision: str | None = None) -> Any:
+    """The processor that goes with ``model`` — the one place that decides it.
+
+    ``processor`` (a path or Hub id) when given, and only it; else the processor attached to the model
+    (``model.processor``); else the first that loads of: ``name_or_path`` (where the caller loaded the model
+    from, loaded at ``revision``), the model's own ``name_or_path`` (its saved directory), the backbone's, and
+    the base model recorded in ``config.backbone_config``. Raises :class:`ProcessorNotFoundError` naming every
+    candidate and why it failed (an offline Hub id says so)."""
+    if processor is not None:
+        candidates = [processor]
+    else:
+        attached = getattr(model, "processor", None)
+        if attached is not None:
+            return attached
+        unwrap = getattr(model, "_unwrapped_backbone", None)
+        backbone = unwrap() if callable(unwrap) else model
+        candidates = [name_or_path, getattr(model, "name_or_path", None), getattr(backbone, "name_or_path", None),
+                      getattr(getattr(getattr(model, "config", None), "backbone_config", None), "_name_or_path", None)]
+    tried = []
+    for name in dict.fromkeys(os.fspath(n) for n in candidates if n):
+        try:
+            at = revision if name_or_path is not None and name == os.fspath(name_or_path) else None
+            return load_processor(name, revision=at)
+        except Exception as exc:  # noqa: BLE001 - every candidate is reported
+            tried.append(f"{name}: {_first_line(exc)}")
+    detail = ("; tried " + "; ".join(tried)) if tried else " (the model has no name_or_path to look in)"
+    raise ProcessorNotFoundError(
+        "GCLModel.encode needs a processor: pass encode(..., processor=AutoProcessor.from_pretrained(<base model>)) "
+        "or attach one with `model.processor = processor` (save_pretrained then saves it beside the model)" + detail,
+        tried)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
 
 
 class IncompleteModelError(OSError):

@@ -33,6 +33,7 @@ import datasets
 import numpy as np
 import torch
 
+from gcl_hf.atomic import atomic_write  # also re-exported here, where it used to live
 from gcl_hf.errors import RecordError
 from gcl_hf.retrieval.fingerprints import (hasher, dataset_fingerprint, dataset_identity, model_fingerprint,
                                            processor_fingerprint, rows_content_digest)
@@ -160,16 +161,6 @@ def _first_non_finite(array: np.ndarray, block: int = 8192) -> int | None:
         if not finite.all():
             return begin + int(np.argmin(finite))
     return None
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write ``path`` through ``write(binary file)`` to a temporary name, fsync, then rename: never half-written."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _write_shard(path: Path, array: np.ndarray, start: int, ids: list[Any], content: str | None = None) -> None:

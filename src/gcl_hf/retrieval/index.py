@@ -36,14 +36,14 @@ import datasets
 import numpy as np
 import torch
 
+from gcl_hf.atomic import atomic_replace_dir, atomic_write_text
 from gcl_hf.retrieval.documents import as_documents, documents_from_folder, documents_from_records
-from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, load_cached,
-                                              atomic_write, model_fingerprint, processor_fingerprint,
+from gcl_hf.retrieval.embedding_cache import (CorpusEmbeddings, load_cached, model_fingerprint, processor_fingerprint,
                                               shard_sidecars, write_embeddings)
 from gcl_hf.modeling.engine import encode_items, infer_modality
 from gcl_hf.retrieval.index_store import (DOCUMENTS_DIR, FORMAT, INDEX_FILE, IndexFormatError, check_fields,
                                           integrity_digest, link_cache_files, normalised_ids, ownership_problem,
-                                          stage_directory, swap_in)
+                                          stage_directory)
 from gcl_hf.retrieval.distributed_encoding import encode_with
 from gcl_hf.retrieval.options import EncodeOptions
 from gcl_hf.retrieval.search import build_faiss_index, exact_topk, faiss_topk, parse_search_backend
@@ -216,8 +216,8 @@ class GCLIndex:
             fields["integrity"] = integrity_digest(fields, ids, digests)
             self.info = IndexInfo(**fields)
             text = json.dumps(fields, indent=2)
-            atomic_write(stage / INDEX_FILE, lambda fh: fh.write(text.encode("utf-8")))
-            swap_in(stage, directory)
+            atomic_write_text(stage / INDEX_FILE, text)
+            atomic_replace_dir(stage, directory)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         return directory  # memory-mapped shards stay valid: the swapped-in files are links to the same bytes

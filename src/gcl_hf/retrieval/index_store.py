@@ -5,8 +5,8 @@ touching the user's files and a load from serving vectors that are not the docum
   or is an embedding cache (its ``meta.json`` says so), and holds nothing but index files. Anything else is
   the user's: a save into it is refused with the path named, nothing is deleted or overwritten.
 - *Atomic save*: the whole index is written into a hidden folder beside the target, then swapped in one
-  ``renameat2(RENAME_EXCHANGE)`` (two renames where the kernel lacks it); concurrent saves each swap a whole
-  index in, so their parts never mix and a reader never sees half of one.
+  ``renameat2(RENAME_EXCHANGE)`` (two renames where the kernel lacks it; :func:`gcl_hf.atomic.atomic_replace_dir`);
+  concurrent saves each swap a whole index in, so their parts never mix and a reader never sees half of one.
 - *Integrity*: ``gcl_index.json`` records a digest of its own fields, the ids of the documents and the sha256
   of every shard; a load recomputes it, so a hand-edited field, documents edited apart from their shards, or
   one index's metadata beside another's embeddings is refused.
@@ -14,15 +14,15 @@ touching the user's files and a load from serving vectors that are not the docum
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
+
+from gcl_hf.atomic import atomic_replace_dir, temporary_name
 
 __all__ = ["IndexFormatError", "check_fields", "integrity_digest", "link_cache_files", "normalised_ids",
            "ownership_problem", "stage_directory", "swap_in"]
@@ -116,9 +116,10 @@ def ownership_problem(directory: Path, embeddings_dir: Path | None = None) -> st
 
 
 def stage_directory(target: Path) -> Path:
-    """A fresh hidden folder beside ``target`` to write a whole index into before :func:`swap_in`."""
+    """A fresh hidden folder beside ``target`` to write a whole index into, then swap in with
+    :func:`gcl_hf.atomic.atomic_replace_dir`."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    stage = temporary_name(target)
     stage.mkdir()
     return stage
 
@@ -134,27 +135,5 @@ def link_cache_files(source: Path, stage: Path) -> None:
                 shutil.copy2(source / name, stage / name)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def swap_in(stage: Path, target: Path) -> None:
-    """Put the fully written ``stage`` at ``target`` in one step, then remove what was there."""
-    try:
-        os.rename(stage, target)  # target absent (or an empty folder): atomic
-        return
-    except OSError:
-        pass
-    if _exchange(stage, target):
-        shutil.rmtree(stage, ignore_errors=True)  # now holds the previous index
-        return
-    old = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old"
-    os.rename(target, old)
-    os.rename(stage, target)
-    shutil.rmtree(old, ignore_errors=True)
+#: the whole-folder swap, now :func:`gcl_hf.atomic.atomic_replace_dir` (this name kept for existing imports)
+swap_in = atomic_replace_dir

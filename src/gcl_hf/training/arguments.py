@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
+from gcl_hf.errors import ErrorMode, check_errors_mode
 from gcl_hf.losses.settings import ALL_PAIRS, NEGATIVES, OBJECTIVES, LossSettings, parse_pair_weights, parse_pairs
 from gcl_hf.modeling.backbone import GENERIC_FAMILY, family_of
 from gcl_hf.modeling.fusion import FUSIONS
@@ -30,8 +31,6 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-IMAGE_ERRORS = ("raise", "skip")
 
 
 @dataclass(repr=False)  # keep TrainingArguments' repr, which hides the Hub token
@@ -101,11 +100,10 @@ class GCLTrainingArguments(TrainingArguments):
     # --- data ---
     image_column: str = field(default="image", metadata={"help": "Dataset column holding the images."})
     caption_column: str = field(default="text", metadata={"help": "Dataset column holding the captions."})
-    image_errors: str = field(
+    image_errors: ErrorMode = field(
         default="raise",
         metadata={"help": "A missing or corrupt training image: 'raise' an error naming the row and path, or "
-                          "'skip' the pair and count it (the batch gets one pair fewer).",
-                  "choices": list(IMAGE_ERRORS)},
+                          "'skip' the pair and count it (the batch gets one pair fewer)."},
     )
     # --- robustness ---
     nan_guard: bool = field(
@@ -173,8 +171,8 @@ class GCLTrainingArguments(TrainingArguments):
                                    negatives=self.negatives, objective=self.objective or "softmax")
             except ValueError as exc:
                 raise ValueError(f"GCLTrainingArguments: {exc}") from None
-        for name, allowed in (("negatives", NEGATIVES), ("objective", OBJECTIVES), ("fusion", FUSIONS),
-                              ("image_errors", IMAGE_ERRORS)):
+        check_errors_mode(self.image_errors, "GCLTrainingArguments.image_errors")
+        for name, allowed in (("negatives", NEGATIVES), ("objective", OBJECTIVES), ("fusion", FUSIONS)):
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise ValueError(f"GCLTrainingArguments.{name}={value!r}: expected one of {allowed}")

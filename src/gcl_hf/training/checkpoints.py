@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from gcl_hf.atomic import atomic_write_text, fsync_path
 from gcl_hf.modeling.loading import PICKLE_SUFFIXES, UnsafeWeightsError
 
 __all__ = ["JIT_SENTINEL", "MARKER", "CheckpointError", "CompleteCheckpointsMixin", "checkpoint_problem",
@@ -101,16 +102,6 @@ def _step(path: Path) -> int | None:
     return int(suffix) if path.name.startswith(_PREFIX) and suffix.isdigit() else None
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
 def mark_complete(directory: str | os.PathLike, step: int, model: dict[str, Any] | None = None) -> Path:
     """Flush every file of ``directory`` to disk, then write the marker (atomically) listing them with their
     sizes (and the run's ``model`` identity, :func:`run_identity`). Call it on the main process once every
@@ -118,15 +109,11 @@ def mark_complete(directory: str | os.PathLike, step: int, model: dict[str, Any]
     directory = Path(directory)
     files = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER):
-        _fsync(path)
+        fsync_path(path)
         files[path.relative_to(directory).as_posix()] = path.stat().st_size
     marker = directory / MARKER
-    tmp = directory / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"step": step, "files": files, "model": model}, indent=1, sort_keys=True), encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, marker)
-    _fsync(directory)
-    return marker
+    return atomic_write_text(marker, json.dumps({"step": step, "files": files, "model": model}, indent=1,
+                                                sort_keys=True))
 
 
 def checkpoint_problem(directory: str | os.PathLike) -> str | None:

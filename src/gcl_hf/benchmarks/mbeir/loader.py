@@ -17,6 +17,7 @@ from gcl_hf.benchmarks.mbeir.annotations import load_instructions, load_qrels
 from gcl_hf.benchmarks.mbeir.files import MBEIR_REPO, MBEIR_TASK_MODALITIES, hub_patterns, local_pool_candidates, discover_mbeir_tasks, mbeir_recall_k
 from gcl_hf.benchmarks.mbeir.items import load_pool, load_queries
 from gcl_hf.benchmarks.task import RetrievalTask
+from gcl_hf.errors import ErrorMode
 
 logger = logging.getLogger("gcl_hf.benchmarks.mbeir")
 
@@ -52,7 +53,7 @@ def load_mbeir(
     format_text: bool = True,
     image_root: str | os.PathLike | None = None,
     check_images: CheckImages | bool = "exists",
-    errors: str = "raise",
+    errors: ErrorMode = "raise",
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> list[RetrievalTask]:
