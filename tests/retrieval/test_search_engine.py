@@ -7,12 +7,16 @@ import torch
 from gcl_hf.retrieval.search import exact_topk
 from gcl_hf.retrieval.search.blas import ENV_VAR
 from gcl_hf.retrieval.search.engine import (
+    AUTO_MIN_QUERIES,
+    AUTO_MIN_ROWS,
     GROUP,
+    PassStats,
+    auto_topk,
     candidates,
     plan_search,
     shortlist_topk,
 )
-from gcl_hf.retrieval.search.inputs import exclude_pairs
+from gcl_hf.retrieval.search.inputs import exclude_pairs, pairs_of_subset
 from gcl_hf.retrieval.search.rescore import BF16_BOUND, FLOAT32_BOUND, FLOAT64_TILES
 from tests.retrieval.search_cases import canonical_brute, unit
 
@@ -122,3 +126,56 @@ def test_float64_random_matches_float64_brute_force():
     bv, bi = _float64_brute(q, c, 10)
     assert torch.equal(idx, bi)
     torch.testing.assert_close(vals, bv, rtol=0, atol=1e-14)
+
+
+def _crowded(n, d, seed):
+    """Unit vectors around one shared direction: scores crowd within the bf16 bound of each other."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g) * 0.05
+    x[:, 0] += 1.0
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def _canonical_in_blocks(q, c, k, exclude=None):
+    parts = [canonical_brute(q[s:s + 16], c, k, {qi - s: ids for qi, ids in (exclude or {}).items() if s <= qi < s + 16})
+             for s in range(0, q.shape[0], 16)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@pytest.mark.parametrize("case,expected", [("spread", "bf16"), ("crowded", "float32")])
+def test_auto_tiles_follow_the_trial_and_give_the_canonical_top_k(case, expected):
+    """precision="auto" runs the bf16 pass on a sample of the queries: spread-out embeddings keep short
+    shortlists (bf16 tiles for all), crowded ones overflow them (float32 tiles); same result either way,
+    exclusions of sampled and other queries included."""
+    make = unit if case == "spread" else _crowded
+    q, c = make(AUTO_MIN_QUERIES + 44, 32, 11), make(AUTO_MIN_ROWS, 32, 12)
+    excl = {0: [3, 5, 8], 7: range(0, 2000, 7), q.shape[0] - 1: [int(i) for i in _canonical_in_blocks(q[-1:], c, 2)[1][0]]}
+    ref = _canonical_in_blocks(q, c, 10, excl)
+    pairs = exclude_pairs(excl, q.shape[0], torch.device("cpu"))
+    v, i, tiles = auto_topk(q, [c], 10, pairs=pairs, threads=2)
+    assert tiles == expected
+    assert torch.equal(i, ref[1]) and torch.equal(v, ref[0])
+
+
+def test_auto_keeps_float32_tiles_for_small_searches():
+    q, c = unit(AUTO_MIN_QUERIES - 1, 16, 1), unit(AUTO_MIN_ROWS, 16, 2)
+    assert auto_topk(q, [c], 5)[2] == "float32"
+    assert auto_topk(unit(AUTO_MIN_QUERIES, 16, 1), [c[:-1]], 5)[2] == "float32"
+
+
+def test_trial_pass_reports_and_leaves_overflowed_queries_empty():
+    q, c = _crowded(12, 16, 3), _crowded(3000, 16, 4)
+    stats = PassStats()
+    with torch.inference_mode():
+        v, i = shortlist_topk(q, [c], 5, BF16_BOUND, cap=20, stats=stats, redo=False)
+    assert stats.queries == 12 and stats.overflowed > 0
+    empty = (i == -1).all(dim=1)
+    assert int(empty.sum()) == stats.overflowed and bool(torch.isneginf(v[empty]).all())
+    ref = canonical_brute(q, c, 5)
+    assert torch.equal(i[~empty], ref[1][~empty]) and torch.equal(v[~empty], ref[0][~empty])
+
+
+def test_pairs_of_subset_renumbers_the_selected_queries():
+    pairs = torch.tensor([[2, 1], [0, 3], [2, 4], [1, 9]])
+    assert pairs_of_subset(pairs, torch.tensor([2, 1]), 3).tolist() == [[0, 1], [0, 4], [1, 9]]
+    assert pairs_of_subset(pairs, torch.tensor([3]), 4) is None and pairs_of_subset(None, torch.tensor([0]), 1) is None

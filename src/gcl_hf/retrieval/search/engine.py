@@ -35,9 +35,11 @@ from gcl_hf.retrieval.search.inputs import (
     chunk_specs,
     load_chunk,
     pairs_in,
+    pairs_of_subset,
     torch_threads,
 )
 from gcl_hf.retrieval.search.rescore import (
+    BF16_BOUND,
     FLOAT32_BOUND,
     TileBound,
     canonical_scores,
@@ -47,6 +49,14 @@ from gcl_hf.retrieval.search.rescore import (
 
 #: Candidates kept per query at most on the bf16 pass; beyond, the query is searched with float32 tiles.
 DEFAULT_SHORTLIST_CAP = 4096
+# precision="auto" (auto_topk): the trial's size, when it runs, and its verdict. Break-even measured on a
+# Zen 4 EPYC (200k x 512, 2k queries, k=10): bf16 tiles at 0.52-0.75x float32's time up to ~160 entries
+# rescored per query (0.0008 N), 1.9x when a tenth of the queries overflowed a 4096 cap.
+AUTO_SAMPLE = 64
+AUTO_MIN_QUERIES = 256
+AUTO_MIN_ROWS = 16384
+AUTO_SHORTLIST_SHARE = 1 / 1000
+AUTO_TRIAL_CAP_SHARE = 1 / 250
 SUPER_BLOCK = 8192  # queries per pass over the corpus (bounds the shortlist memory)
 GROUP = 128  # columns per group in the candidate scan
 # Tile sizes (elements of the [query block, chunk] score buffer). On CPU a tile that stays in the
@@ -63,6 +73,17 @@ class SearchPlan:
 
     chunk_size: int
     query_block: int
+
+
+@dataclass
+class PassStats:
+    """What :func:`shortlist_topk` did, when it is given one: queries searched, shortlist entries rescored
+    canonically, queries whose shortlist outgrew the cap (searched again with float32 tiles unless
+    ``redo=False``)."""
+
+    queries: int = 0
+    rescored: int = 0
+    overflowed: int = 0
 
 
 def plan_search(num_queries: int, device: torch.device | str = "cpu", chunk_size: int | None = None,
@@ -261,12 +282,13 @@ class _Pass:
 def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: TileBound = FLOAT32_BOUND, *,
                    chunk_size: int | None = None, query_block: int | None = None,
                    pairs: torch.Tensor | None = None, threads: int = 1, cap: int | None = None, bar: Any = None,
-                   blas_threads: int | None = None,
-                   matmul: MatmulBackend = "torch") -> tuple[torch.Tensor, torch.Tensor]:
+                   blas_threads: int | None = None, matmul: MatmulBackend = "torch",
+                   stats: PassStats | None = None, redo: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` (scores, indices) of CPU ``queries`` (float32, or float64 with ``FLOAT64_TILES``) through
     a first pass in ``bound``'s precision (see the module doc). ``cap`` bounds each query's shortlist (None:
-    no bound). Runs best under ``torch.set_num_threads(1)``; ``blas_threads`` is what the matmuls use when
-    ``threads`` is 1; ``matmul`` the resolved backend of float32 tiles."""
+    no bound); a query over it is searched again with float32 tiles (``redo=False``: left at -inf / -1, for
+    a trial run). Runs best under ``torch.set_num_threads(1)``; ``blas_threads`` is what the matmuls use
+    when ``threads`` is 1; ``matmul`` the resolved backend of float32 tiles; ``stats`` is filled in."""
     num_q, dim = queries.shape
     if cap is not None and cap < k:
         raise ValueError(f"shortlist_cap must be >= k ({k}), got {cap}")
@@ -303,16 +325,58 @@ def shortlist_topk(queries: torch.Tensor, shards: list[Array], k: int, bound: Ti
     rows, cols = torch.cat(band_rows), torch.cat(band_cols)
     scores = torch.cat(band_scores) if bound.exact else canonical_scores(queries, shards, rows, cols, threads)
     vals, idx = topk_of_pairs(rows, cols, scores, num_q, k)
-    redo = torch.cat(fallback)
-    if redo.numel():  # shortlists over the cap: float32 tiles, no cap
-        position = torch.full((num_q,), -1, dtype=torch.int64)
-        position[redo] = torch.arange(redo.numel())
-        sub = None
-        if pairs is not None and pairs.numel():
-            mapped = position[pairs[:, 0]]
-            sub = torch.stack([mapped[mapped >= 0], pairs[mapped >= 0, 1]], dim=1)
-        v, i = shortlist_topk(queries.index_select(0, redo), shards, k, FLOAT32_BOUND, chunk_size=chunk_size,
-                              query_block=query_block, pairs=sub, threads=threads, bar=None,
-                              blas_threads=blas_threads, matmul=matmul)
-        vals[redo], idx[redo] = v, i
+    over = torch.cat(fallback)
+    if stats is not None:
+        stats.queries += num_q
+        stats.rescored += rows.numel()
+        stats.overflowed += over.numel()
+    if redo and over.numel():  # shortlists over the cap: float32 tiles, no cap
+        v, i = shortlist_topk(queries.index_select(0, over), shards, k, FLOAT32_BOUND, chunk_size=chunk_size,
+                              query_block=query_block, pairs=pairs_of_subset(pairs, over, num_q), threads=threads,
+                              bar=None, blas_threads=blas_threads, matmul=matmul)
+        vals[over], idx[over] = v, i
     return vals, idx
+
+
+@torch.inference_mode()
+def auto_topk(queries: torch.Tensor, shards: list[Array], k: int, *, chunk_size: int | None = None,
+              query_block: int | None = None, pairs: torch.Tensor | None = None, threads: int = 1,
+              cap: int | None = None, bar: Any = None, blas_threads: int | None = None,
+              matmul: MatmulBackend = "torch") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """:func:`shortlist_topk` with the tiles that pay for these inputs: ``(scores, indices, "bf16" | "float32")``.
+
+    bf16 tiles halve the matmuls but are only worth it while the shortlists stay short: their bound is
+    about 0.005 wide, so embeddings whose scores crowd together (a shared direction, near-duplicates)
+    make every query rescore thousands of entries and search again with float32 tiles, several times
+    slower than float32 tiles alone. So a trial: the bf16 pass for :data:`AUTO_SAMPLE` evenly spaced
+    queries (a cap of ``N *`` :data:`AUTO_TRIAL_CAP_SHARE`); bf16 tiles for the rest when at most 1 in 32
+    of them outgrew it and the others rescored at most ``N *`` :data:`AUTO_SHORTLIST_SHARE` entries each,
+    float32 tiles otherwise. The trial's results are kept (they are the canonical top-k like any other),
+    so it costs only its own pass over the corpus when it decides for float32. Fewer than
+    :data:`AUTO_MIN_QUERIES` queries or :data:`AUTO_MIN_ROWS` rows: float32 tiles, no trial."""
+    num_q = queries.shape[0]
+    total = sum(int(s.shape[0]) for s in shards)
+    common = {"chunk_size": chunk_size, "query_block": query_block, "threads": threads,
+              "blas_threads": blas_threads, "matmul": matmul}
+    if num_q < AUTO_MIN_QUERIES or total < AUTO_MIN_ROWS:
+        vals, idx = shortlist_topk(queries, shards, k, FLOAT32_BOUND, pairs=pairs, bar=bar, **common)
+        return vals, idx, "float32"
+    sample = torch.linspace(0, num_q - 1, AUTO_SAMPLE).round().long().unique()
+    trial = PassStats()
+    v, i = shortlist_topk(queries.index_select(0, sample), shards, k, BF16_BOUND, cap=max(k, int(total * AUTO_TRIAL_CAP_SHARE)),
+                          pairs=pairs_of_subset(pairs, sample, num_q), stats=trial, redo=False, **common)
+    done = trial.queries - trial.overflowed
+    use_bf16 = trial.overflowed * 32 <= trial.queries and trial.rescored <= done * total * AUTO_SHORTLIST_SHARE
+    solved = i[:, 0] >= 0  # an overflowed query was left at -1 (redo=False)
+    left = torch.ones(num_q, dtype=torch.bool)
+    left[sample[solved]] = False
+    rest = left.nonzero().squeeze(1)
+    vals = torch.full((num_q, k), -math.inf, dtype=v.dtype)
+    idx = torch.full((num_q, k), -1, dtype=torch.int64)
+    vals[sample[solved]], idx[sample[solved]] = v[solved], i[solved]
+    if rest.numel():
+        bound = BF16_BOUND if use_bf16 else FLOAT32_BOUND
+        v, i = shortlist_topk(queries.index_select(0, rest), shards, k, bound, pairs=pairs_of_subset(pairs, rest, num_q),
+                              cap=(cap or DEFAULT_SHORTLIST_CAP) if use_bf16 else None, bar=bar, **common)
+        vals[rest], idx[rest] = v, i
+    return vals, idx, "bf16" if use_bf16 else "float32"

@@ -11,6 +11,7 @@ whose own scores are the result; queries on an accelerator: the running top-k of
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ from gcl_hf.retrieval.search.blas import (
 from gcl_hf.retrieval.search.engine import (
     DEFAULT_SHORTLIST_CAP,
     SUPER_BLOCK,
+    auto_topk,
     plan_search,
     shortlist_topk,
 )
@@ -42,10 +44,11 @@ from gcl_hf.retrieval.search.inputs import (
 )
 from gcl_hf.retrieval.search.rescore import BF16_BOUND, FLOAT32_BOUND, FLOAT64_TILES
 
-#: First-pass precisions of :func:`exact_topk` on CPU (all return the same top-k); "auto" is
-#: "bf16-rescore" where the CPU has bf16 units (:func:`bf16_supported`), else "float32".
+#: First-pass precisions of :func:`exact_topk` on CPU (all return the same top-k); "auto" (the default) tries
+#: bf16 tiles on a sample of the queries where the CPU has bf16 units (:func:`bf16_supported`).
 PRECISIONS = ("float32", "bf16-rescore", "auto")
 _warned_no_bf16 = False
+logger = logging.getLogger(__name__)
 
 
 def _compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
@@ -73,7 +76,7 @@ def exact_topk(
     query_block: int | None = None,
     exclude: Exclude = None,
     num_threads: int | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     shortlist_cap: int | None = None,
     show_progress: bool = False,
 ) -> tuple[Array, Array]:
@@ -101,7 +104,11 @@ def exact_topk(
       plus 0.4 % of the score, see :mod:`~gcl_hf.retrieval.search.rescore`) assumes what torch's CPU bf16
       matmul does: exact products, float32 accumulation, one rounding to bf16. A query whose shortlist
       exceeds ``shortlist_cap`` (default 4096) is searched again with float32 tiles.
-    * ``"auto"``: ``"bf16-rescore"`` where the CPU has bf16 units, else ``"float32"``.
+    * ``"auto"`` (default): where the CPU has bf16 units, a trial of the bf16 pass on 64 of the queries
+      decides: bf16 tiles when their shortlists stay short (spread-out embeddings: about half float32's
+      time), float32 tiles when the scores crowd together (then bf16 tiles would be slower); float32 tiles
+      without bf16 units, or for fewer than 256 queries or 16384 rows
+      (:func:`~gcl_hf.retrieval.search.engine.auto_topk`).
 
     **Guarantee:** all three return the canonical top-k, so the same indices and scores, whatever
     ``chunk_size``, ``query_block``, ``num_threads`` or the other queries in the batch.
@@ -136,8 +143,8 @@ def exact_topk(
     device = queries.device
     dtype = _compute_dtype(queries.dtype, device)
     canonical = device.type == "cpu" and dtype == torch.float32
-    if precision == "auto":
-        precision = "bf16-rescore" if canonical and bf16_supported() else "float32"
+    if precision == "auto" and not (canonical and bf16_supported()):
+        precision = "float32"
     if precision == "bf16-rescore" and not canonical:
         raise ValueError(f"precision={precision!r} needs float32/float16/bfloat16 queries on the CPU; got "
                          f"{queries.dtype} on {device.type}")
@@ -150,15 +157,19 @@ def exact_topk(
     elif device.type == "cpu":
         if precision == "bf16-rescore":
             _warn_without_bf16_units()
-        cap = (shortlist_cap or DEFAULT_SHORTLIST_CAP) if precision == "bf16-rescore" else None
-        bound = FLOAT64_TILES if not canonical else BF16_BOUND if cap else FLOAT32_BOUND
+        cap = (shortlist_cap or DEFAULT_SHORTLIST_CAP) if precision != "float32" else None
+        bound = FLOAT64_TILES if not canonical else BF16_BOUND if precision == "bf16-rescore" else FLOAT32_BOUND
         matmul = resolve_backend() if canonical else "torch"  # bf16 queries over the cap go to float32 tiles
         with tqdm(total=total * -(-num_q // SUPER_BLOCK), desc="exact top-k", unit="row", unit_scale=True,
                   disable=not show_progress) as bar, ieee_float32_matmuls(), torch_threads(1) as blas_threads, \
                 numpy_blas_threads(1 if threads > 1 else blas_threads) if matmul == "numpy" else contextlib.nullcontext():
-            vals, idx = shortlist_topk(queries, shards, k, bound, chunk_size=chunk_size, query_block=query_block,
-                                       pairs=pairs, threads=threads, cap=cap, bar=bar, blas_threads=blas_threads,
-                                       matmul=matmul)
+            options = {"chunk_size": chunk_size, "query_block": query_block, "pairs": pairs, "threads": threads,
+                       "cap": cap, "bar": bar, "blas_threads": blas_threads, "matmul": matmul}
+            if precision == "auto":
+                vals, idx, tiles = auto_topk(queries, shards, k, **options)
+                logger.debug("exact_topk: precision='auto' chose %s tiles", tiles)
+            else:
+                vals, idx = shortlist_topk(queries, shards, k, bound, **options)
     else:  # an accelerator: the tiles' own scores
         plan = plan_search(num_q, device, chunk_size, query_block, k)
         with tqdm(total=total, desc="exact top-k", unit="row", unit_scale=True, disable=not show_progress) as bar:

@@ -135,6 +135,18 @@ def pairs_in(pairs: torch.Tensor | None, lo: int, hi: int, column: int = 0) -> t
     return sel
 
 
+def pairs_of_subset(pairs: torch.Tensor | None, select: torch.Tensor, num_queries: int) -> torch.Tensor | None:
+    """The pairs of the queries ``select`` (indices into ``num_queries``), their query renumbered to the
+    position in ``select``; the order (by corpus index) is kept. None if none."""
+    if pairs is None or pairs.numel() == 0:
+        return None
+    position = torch.full((num_queries,), -1, dtype=torch.int64)
+    position[select] = torch.arange(select.numel())
+    mapped = position[pairs[:, 0]]
+    keep = mapped >= 0
+    return torch.stack([mapped[keep], pairs[keep, 1]], dim=1) if bool(keep.any()) else None
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[int]:
     """``torch.set_num_threads(n)`` for the block (yields the previous count, restored afterwards). Small
