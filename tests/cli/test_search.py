@@ -161,6 +161,28 @@ def _one_error_line(capsys, prog: str) -> str:
     return lines[0]
 
 
+def test_an_index_whose_processor_is_gone_is_one_line_that_says_pass_processor(tmp_path, capsys):
+    """The index records the processor it was encoded with; when that cannot be loaded, `gcl-hf search` says so
+    in one line naming what it tried and the flag that fixes it (exit status 1), not a traceback."""
+    import shutil
+
+    model = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
+    model.save_pretrained(tmp_path / "model")  # no processor beside the model: the index records --processor's
+    for name in ("proc", "copy"):
+        tiny_processor().save_pretrained(tmp_path / name)
+    docs = write_documents(tmp_path / "docs", n=2)
+    assert cli.main(["encode", "--model", str(tmp_path / "model"), "--processor", str(tmp_path / "proc"), "--pool",
+                     str(docs), "--cache-dir", str(tmp_path / "emb"), "--quiet"]) == 0
+    index_dir = capsys.readouterr().out.split("query it with gcl-hf search --index ")[1].split(")")[0]
+    shutil.rmtree(tmp_path / "proc")
+    assert cli.main(["search", "--index", index_dir, "--text", "boat"]) == 1
+    line = _one_error_line(capsys, "gcl-hf search")
+    assert f"no processor found for the index {index_dir!r}; pass --processor (tried {tmp_path / 'proc'}: " in line
+    assert _search(capsys, "--index", index_dir, "--text", "boat", "-k", "1", "--processor", str(tmp_path / "copy"))
+    assert cli.main(["search", "--index", index_dir, "--text", "boat", "--processor", str(tmp_path / "model")]) == 1
+    assert f"--processor {tmp_path / 'model'}: " in _one_error_line(capsys, "gcl-hf search")
+
+
 def test_known_failures_of_encode_and_search_are_one_line(encoded, tmp_path, capsys):
     root = encoded[0]
     (tmp_path / "empty.jsonl").write_text("\n")

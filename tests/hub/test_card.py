@@ -208,3 +208,30 @@ def test_sentence_transformers_tag_and_snippet_where_the_form_loads():
     full = build_model_card(model, repo_id="me/m", form="full", has_processor=True).text
     assert 'fused = model.encode([{"image": image, "text": "a dog"}])' in full and "import gcl_hf" in full
     assert 'embeddings = model.encode(["a photo of a dog", image, {"image": image, "text": "a dog"}])' in full
+
+
+def test_card_of_lora_with_the_familys_default_targets_lists_them(tmp_path):
+    """``lora_target_modules`` unset means the family's defaults: the card showed ``target_modules: []`` once the
+    adapters were merged (the model's own LoRA record is gone then, and the card read the empty shortcut)."""
+    from gcl_hf.hub.card import render_training_card
+    from gcl_hf.testing import tiny_processor
+    from gcl_hf.training.arguments import GCLTrainingArguments
+    from gcl_hf.training.trainer import GCLTrainer
+
+    args = GCLTrainingArguments(output_dir=str(tmp_path / "run"), lora_r=2, report_to=[], use_cpu=True,
+                                save_strategy="no", disable_tqdm=True)
+    assert args.lora_target_modules is None
+    model = GCLTrainer(GCLModel.from_backbone(tiny_clip()), args, processing_class=tiny_processor()).model
+    adapted = sorted({name.rsplit(".", 1)[-1] for name, module in model.backbone.named_modules()
+                      if hasattr(module, "lora_A")})  # the modules peft actually wrapped
+    assert adapted and set(adapted) <= set(model.family.lora_target_modules)
+    row = f"| `target_modules` | `{json.dumps(adapted)}` |"
+    for merged in (False, True):
+        if merged:
+            model.merge_lora()
+            assert model.config.lora_config is None
+        for card in (render_training_card(model, args, output_dir=args.output_dir),
+                     build_model_card(model, repo_id="me/m", form="backbone" if merged else "full",
+                                      training_info=args)):
+            assert row in card.text, (merged, [line for line in card.text.splitlines() if "target" in line])
+            assert "`[]`" not in card.text and "| `r` | `2` |" in card.text

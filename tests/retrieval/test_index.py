@@ -175,3 +175,33 @@ def test_build_through_the_cache_and_bad_queries(model, processor, folder, tmp_p
         loaded.search(k=3)
     with pytest.raises(ValueError, match="non-empty string"):
         loaded.search(text="   ")
+
+
+def test_load_finds_the_recorded_processor_else_the_models_and_names_what_it_tried(model, processor, folder,
+                                                                                     tmp_path):
+    """`GCLIndex.load` asks `find_processor` (the one owner): the recorded processor only when one is recorded,
+    the model's own when the index records neither; a failure is a `ProcessorNotFoundError` naming the index."""
+    import shutil
+
+    from gcl_hf.modeling.loading import ProcessorNotFoundError
+
+    model_dir, proc_dir = tmp_path / "model", tmp_path / "proc"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    processor.save_pretrained(proc_dir)
+    GCLIndex.build(model, processor, folder, model_ref=str(model_dir), processor_ref=str(proc_dir),
+                   show_progress=False).save(tmp_path / "idx")
+    assert processor_fingerprint(GCLIndex.load(tmp_path / "idx").processor) == processor_fingerprint(processor)
+    shutil.rmtree(proc_dir)  # the model's directory still has one, but the index recorded this one
+    with pytest.raises(ProcessorNotFoundError) as err:
+        GCLIndex.load(tmp_path / "idx")
+    assert [t.split(": ")[0] for t in err.value.tried] == [str(proc_dir)]
+    assert str(err.value).startswith(f"{tmp_path / 'idx'}: cannot load the processor the corpus was encoded with")
+    assert "\n" not in str(err.value)
+
+    GCLIndex.build(model, processor, folder, show_progress=False).save(tmp_path / "unnamed")  # records neither
+    own = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
+    own.processor = tiny_processor()
+    assert GCLIndex.load(tmp_path / "unnamed", own).processor is own.processor
+    with pytest.raises(ProcessorNotFoundError, match="tried nothing: neither the index nor the model names one"):
+        GCLIndex.load(tmp_path / "unnamed", GCLModel.from_backbone(tiny_clip(seed=0)).eval())

@@ -12,10 +12,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from gcl_hf.modeling.loading import ProcessorNotFoundError
 
 __all__ = ["SEARCH_BACKEND_CHOICES", "CLIError", "GCLArgumentParser", "known_errors", "load_model", "load_processor",
-           "normalize_flags", "one_line", "parse_options"]
+           "normalize_flags", "one_line", "parse_options", "processor_not_found"]
 
 #: ``--search-backend`` choices: `gcl_hf.retrieval.search.SEARCH_BACKENDS`, spelled out because ``--help`` must not
 #: import torch (tests/cli/test_search.py keeps the two in step).
@@ -152,5 +155,10 @@ def load_processor(model_name: str, model: Any, *, processor: str | None = None,
     try:
         return find_processor(model, processor=processor, name_or_path=model_name, revision=revision)
     except ProcessorNotFoundError as exc:
-        raise CLIError(f"no processor found for {model_name!r}; pass --processor (tried {'; '.join(exc.tried)})"
-                       ) from exc
+        raise processor_not_found(repr(model_name), exc) from exc
+
+
+def processor_not_found(what: str, exc: ProcessorNotFoundError) -> CLIError:
+    """The one line a command reports for a :class:`~gcl_hf.modeling.loading.ProcessorNotFoundError`: ``what`` had
+    no processor, each candidate tried and why, and the flag that fixes it."""
+    return CLIError(f"no processor found for {what}; pass --processor (tried {'; '.join(exc.tried) or 'nothing'})")

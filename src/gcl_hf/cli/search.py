@@ -17,7 +17,8 @@ import json
 import sys
 from typing import Any
 
-from gcl_hf.cli.common import SEARCH_BACKEND_CHOICES, CLIError, GCLArgumentParser, load_model
+from gcl_hf.cli.common import (SEARCH_BACKEND_CHOICES, CLIError, GCLArgumentParser, load_model, one_line,
+                               processor_not_found)
 
 __all__ = ["build_parser", "main", "parse_args"]
 
@@ -57,15 +58,17 @@ def parse_args(argv: list[str] | None = None) -> Any:
 def _load_index(args: Any) -> Any:
     from pathlib import Path
 
+    from gcl_hf.modeling.loading import ProcessorNotFoundError, load_processor
     from gcl_hf.retrieval.index import GCLIndex, IndexMismatchError
 
     model = processor = None
     if args.model:
         model = load_model(args.model, revision=args.revision, device=args.device)
     if args.processor:
-        from gcl_hf.modeling.loading import load_processor
-
-        processor = load_processor(args.processor)
+        try:
+            processor = load_processor(args.processor)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"--processor {args.processor}: {one_line(exc)}") from exc
     if args.search_backend == "faiss":
         try:
             import faiss  # noqa: F401
@@ -75,6 +78,8 @@ def _load_index(args: Any) -> Any:
         raise CLIError(f"--image: file not found: {args.image}")
     try:
         return GCLIndex.load(args.index, model, processor, backend=args.search_backend, device=args.device)
+    except ProcessorNotFoundError as exc:  # the index's recorded processor (or model's) did not load
+        raise processor_not_found(f"the index {args.index!r}", exc) from exc
     except (IndexMismatchError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 

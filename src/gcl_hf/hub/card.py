@@ -75,7 +75,7 @@ def build_model_card(
     config = model.config
     backbone = model._unwrapped_backbone()
     base_model = base_model or hub_id_or_none(getattr(backbone, "name_or_path", None))
-    info_training = _training_mapping(training_info)
+    info_training = _training_mapping(training_info, model)
     datasets = info_training.pop("datasets", None)
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
     data_description = info_training.pop("data_description", None)
@@ -166,7 +166,7 @@ def render_training_card(
     ``license``, ``language``, ``tags``, ``template_path``).
     """
     out = Path(output_dir)
-    info = _training_mapping(args)
+    info = _training_mapping(args, model)
     if datasets:
         info["datasets"] = datasets
     if data_description:
@@ -188,11 +188,11 @@ def hub_id_or_none(name: str | None) -> str | None:
     return name
 
 
-def _training_mapping(training_info: Any) -> dict[str, Any]:
+def _training_mapping(training_info: Any, model: Any = None) -> dict[str, Any]:
     if training_info is None:
         return {}
     if hasattr(training_info, "to_dict") and not isinstance(training_info, Mapping):
-        items = _training_args_mapping(training_info)
+        items = _training_args_mapping(training_info, model)
     elif isinstance(training_info, Mapping):
         items = dict(training_info)
     else:
@@ -200,8 +200,10 @@ def _training_mapping(training_info: Any) -> dict[str, Any]:
     return {str(k): v for k, v in items.items() if not _SECRET_KEY.search(str(k))}
 
 
-def _training_args_mapping(args: Any) -> dict[str, Any]:
-    """Card rows of a `TrainingArguments` / `GCLTrainingArguments`; the ``lora_*`` shortcuts become ``"lora"``."""
+def _training_args_mapping(args: Any, model: Any = None) -> dict[str, Any]:
+    """Card rows of a `TrainingArguments` / `GCLTrainingArguments`; the ``lora_*`` shortcuts become ``"lora"``:
+    the LoRA config they give ``model`` (``GCLTrainingArguments.lora_config``, the one the trainer applies), so
+    unset ``lora_target_modules`` shows the family's default targets, not an empty list."""
     import dataclasses
 
     full = args.to_dict()
@@ -209,11 +211,12 @@ def _training_args_mapping(args: Any) -> dict[str, Any]:
     defaults = {f.name: f.default for f in dataclasses.fields(args)} if dataclasses.is_dataclass(args) else {}
     items.update({k: full[k] for k in _GCL_ARG_FIELDS
                   if k in full and full[k] not in (None, "", []) and full[k] != defaults.get(k)})
-    if full.get("lora_r") is not None:
-        targets = full.get("lora_target_modules") or ""
-        items["lora"] = {"r": full["lora_r"], "lora_alpha": full.get("lora_alpha"),
-                         "lora_dropout": full.get("lora_dropout"),
-                         "target_modules": [t.strip() for t in str(targets).split(",") if t.strip()]}
+    to_lora = getattr(args, "lora_config", None)
+    lora = to_lora(model) if callable(to_lora) else None
+    if lora is not None:
+        targets = lora.target_modules  # peft keeps a list as a set; a string is a regex
+        items["lora"] = {"r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout,
+                         "target_modules": targets if isinstance(targets, str) else sorted(targets or ())}
     return items
 
 

@@ -236,8 +236,10 @@ class GCLIndex:
     def load(cls, directory: str | os.PathLike, model: Any = None, processor: Any = None, *, backend: str = "exact",
              device: torch.device | str | None = None) -> GCLIndex:
         """Read an index; ``model`` / ``processor`` default to the ones recorded in it (loaded with
-        :func:`gcl_hf.hub.load` / ``AutoProcessor``). A model or processor whose fingerprint differs from the
-        one the corpus was encoded with raises :class:`IndexMismatchError`."""
+        :func:`gcl_hf.hub.load` / :func:`~gcl_hf.modeling.loading.find_processor`: the recorded processor, else
+        the recorded model's; the model's own when the index records neither; else a
+        :class:`~gcl_hf.modeling.loading.ProcessorNotFoundError` naming what was tried). A model or processor
+        whose fingerprint differs from the one the corpus was encoded with raises :class:`IndexMismatchError`."""
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"index directory not found: {directory}")
@@ -252,7 +254,17 @@ class GCLIndex:
         model = model if model is not None else _load_model(info, directory)
         if device is not None:
             model.to(device)
-        processor = processor if processor is not None else _load_processor(info, model, directory)
+        if processor is None:
+            from gcl_hf.modeling.loading import ProcessorNotFoundError, find_processor
+
+            try:  # the recorded processor, else the recorded model's own (at its revision)
+                processor = find_processor(model, processor=info.processor or info.model, name_or_path=info.model,
+                                           revision=info.revision)
+            except ProcessorNotFoundError as exc:
+                tried = "; ".join(exc.tried) or "nothing: neither the index nor the model names one"
+                raise ProcessorNotFoundError(f"{directory}: cannot load the processor the corpus was encoded with "
+                                             f"(tried {tried}); pass the processor it was built with",
+                                             exc.tried) from exc
         _check(info, model, processor, directory)
         return cls(embeddings, documents, info, model=model, processor=processor, backend=backend)
 
@@ -336,15 +348,6 @@ def _load_model(info: IndexInfo, directory: Path) -> Any:
     from gcl_hf import hub
 
     return hub.load(info.model, revision=info.revision)
-
-
-def _load_processor(info: IndexInfo, model: Any, directory: Path) -> Any:
-    from gcl_hf.modeling.loading import load_processor
-
-    name = info.processor or info.model
-    if not name:
-        raise ValueError(f"{directory}: the index records no processor reference; pass the processor")
-    return load_processor(name, revision=info.revision if name == info.model else None)
 
 
 def _verify(directory: Path, info: IndexInfo, documents: datasets.Dataset) -> None:
