@@ -119,6 +119,7 @@ class _Shortlist:
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.lows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, lower ends) not yet in ``low``
         self.unsynced = 0
+        self.version = 0  # counts the syncs (a block's cached threshold is from one of them)
         self.sync_every = max(256, lam.numel())
         self.pending = 0
         self.budget = max(1 << 16, 4 * lam.numel() * k)
@@ -139,6 +140,7 @@ class _Shortlist:
         """Merge the lower ends that came in since the last call into ``low`` and raise ``lam``."""
         if not self.lows:
             return
+        self.version += 1
         rows, lower = self.lows[0]
         if len(self.lows) > 1:  # each tile's rows are in order; several tiles' are not
             rows, lower = (torch.cat(p) for p in zip(*self.lows))
@@ -238,10 +240,18 @@ class _Pass:
         matmul = self.matmul if bound.dtype == torch.float32 else "torch"
         ex_cols = pairs[:, 1].contiguous() if pairs is not None else None
         cold_blocks = set(range(0, num_q, query_block))  # blocks that may still have a query at -inf
+        # The bound's fixed part uses the largest chunk norm seen so far (a larger norm only widens E), so it
+        # and each block's threshold change only when that norm grows or this thread raised Lambda (a
+        # threshold from an older Lambda is still valid: another thread's raise is picked up later).
+        norm_max, fixed, thresholds = 0.0, None, {}
         for spec in mine:
             chunk = load_chunk(self.shards, spec, torch.device("cpu"), source)
             width, offset = chunk.shape[0], spec.offset
-            fixed = bound.fixed(self.alpha, self.q_norm, 0.0 if bound.exact else max_row_norm(chunk), dim)
+            norm = 0.0 if bound.exact else max_row_norm(chunk)
+            if fixed is None or norm > norm_max:
+                norm_max = max(norm, norm_max)
+                fixed = bound.fixed(self.alpha, self.q_norm, norm_max, dim)
+                thresholds.clear()
             if convert:
                 chunk = chunk_t[:width].copy_(chunk)
             ex = None
@@ -255,19 +265,26 @@ class _Pass:
                 if ex is not None and (sel := pairs_in(ex, qs, qe)) is not None:
                     scores[sel[:, 0], sel[:, 1] - offset] = -math.inf
                 fixed_b = fixed[qs:qe]
-                lam_b = lam[qs:qe].clone()
-                if qs in cold_blocks and width >= k:  # no bound yet: the k-th lower end among this
-                    cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # tile's entries is one
-                    if cold.numel():
-                        sample = scores.index_select(0, cold)
-                        a_k = torch.topk(sample if bound.dtype != torch.bfloat16 else sample.float(), k,
-                                         dim=1).values[:, k - 1]
-                        lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
-                    if not bool(torch.isneginf(lam_b).any()):
-                        cold_blocks.discard(qs)  # Lambda only grows
-                r, col = candidates(scores, bound.threshold_from(lam_b, fixed_b))
+                cached = thresholds.get(qs)
+                if cached is not None and cached[0] == shortlist.version:
+                    lam_b, thresh = cached[1], cached[2]
+                else:
+                    lam_b = lam[qs:qe].clone()
+                    if qs in cold_blocks and width >= k:  # no bound yet: the k-th lower end among this
+                        cold = torch.isneginf(lam_b).nonzero().squeeze(1)  # tile's entries is one
+                        if cold.numel():
+                            sample = scores.index_select(0, cold)
+                            a_k = torch.topk(sample if bound.dtype != torch.bfloat16 else sample.float(), k,
+                                             dim=1).values[:, k - 1]
+                            lam_b[cold] = a_k.double() - bound.error_from(a_k, fixed_b[cold])
+                        if not bool(torch.isneginf(lam_b).any()):
+                            cold_blocks.discard(qs)  # Lambda only grows
+                    thresh = bound.threshold_from(lam_b, fixed_b)
+                    if qs not in cold_blocks:
+                        thresholds[qs] = (shortlist.version, lam_b, thresh)
+                r, col = candidates(scores, thresh)
                 if r.numel():
-                    approx = scores[r, col].double()
+                    approx = scores.view(-1).index_select(0, r * width + col).double()
                     err = bound.error_from(approx, fixed_b[r])
                     if bound.relative:  # drop what the bf16 floor of the threshold let through
                         keep = approx + err >= lam_b[r]
