@@ -172,6 +172,7 @@ class _Shortlist:
                 self.overflow |= over
                 with self.lock:
                     self.lam[over] = math.inf  # stop collecting for these queries: they go to float32
+                self.version += 1  # a cached threshold must see it
                 keep &= ~over[rows]
         kept = (rows[keep], upper[keep], index[keep])
         self.parts, self.pending = [kept], 0
