@@ -231,7 +231,7 @@ class GCLModel(EncodeMixin, LoraMixin, PublishingMixin, GCLPreTrainedModel):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **text_inputs: Any
     ) -> torch.Tensor:
         """L2-normalised text embeddings ``[N, D]``."""
-        return F.normalize(self.text_features(input_ids, attention_mask, **text_inputs), dim=-1)
+        return self.embed({"input_ids": input_ids, "attention_mask": attention_mask, **text_inputs}, "text")
 
     def encode_fused(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                      attention_mask: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
