@@ -17,10 +17,15 @@ from tests.retrieval.test_index import CAPTIONS, write_documents  # the same doc
 def encoded(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     docs = write_documents(root / "docs")
+    return root, docs, _saved_model(root / "model")
+
+
+def _saved_model(directory: Path) -> GCLModel:
+    """A tiny GCLModel saved with its processor in ``directory``."""
     model = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
-    model.save_pretrained(root / "model")
-    tiny_processor().save_pretrained(root / "model")
-    return root, docs, model
+    model.save_pretrained(directory)
+    tiny_processor().save_pretrained(directory)
+    return model
 
 
 def _index_dir(root: Path, capsys) -> Path:
@@ -113,9 +118,7 @@ def test_a_replaced_image_is_re_encoded_and_search_serves_its_new_vector(tmp_pat
     """``gcl-hf encode`` used to key images by path: a picture replaced under its name stayed "all cached"."""
     from PIL import Image
 
-    model = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
-    model.save_pretrained(tmp_path / "model")
-    tiny_processor().save_pretrained(tmp_path / "model")
+    _saved_model(tmp_path / "model")
     docs = tmp_path / "docs"
     docs.mkdir()
     rng = np.random.default_rng(3)
@@ -137,9 +140,7 @@ def test_a_replaced_image_is_re_encoded_and_search_serves_its_new_vector(tmp_pat
 
 
 def test_control_characters_in_documents_are_escaped_when_printed(tmp_path, capsys):
-    model = GCLModel.from_backbone(tiny_clip(seed=0)).eval()
-    model.save_pretrained(tmp_path / "model")
-    tiny_processor().save_pretrained(tmp_path / "model")
+    _saved_model(tmp_path / "model")
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "evil.txt").write_text("red \x1b]0;pwned\x07 boat \x1b[2J")
