@@ -12,6 +12,7 @@ dataset rows each process trained on.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in ns.variants.split(","):
         run_variant(ns.out, variant, ns.world)
     if torch.distributed.is_initialized():  # a clean teardown: a live gloo group can abort a process at exit
+        gc.collect()  # the trainers' DDP modules first (see `GCLTrainer.end_training`; several trainers ran here)
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0

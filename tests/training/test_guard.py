@@ -153,5 +153,6 @@ def test_one_bad_rank_stops_both_processes_before_the_update(tmp_path):
         assert result["step"] == 2 and result["global_step"] == 1, result
         assert result["weights_changed_since_step_1"] == 0.0, result
         assert f"on process {rank}" in result["message"]
+        assert result["ddp_modules_alive"] == 0 and result["group_alive"] is False, result
     assert results[1]["parameters"] == ["backbone.visual_projection.weight"]
     assert results[0]["parameters"] == [] and "another process" in results[0]["message"]

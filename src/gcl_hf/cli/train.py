@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,7 +242,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
 
     from gcl_hf.data.collator import GCLCollator
     from gcl_hf.data.pairs import load_image_text_pairs
-    from gcl_hf.modeling.model import is_peft_model
     from gcl_hf.training.trainer import GCLTrainer
 
     model_args.model_name_or_path = portable_model_path(model_args.model_name_or_path)
@@ -286,6 +286,19 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
         processing_class=processor,
         eval_tasks=_load_eval_tasks(data_args),
     )
+    try:
+        return _train_and_save(trainer, model_args, training_args, processor)
+    except BaseException as exc:
+        if training_args.world_size > 1:  # the finished frames inside train() hold the DDP module: let it go
+            traceback.clear_frames(exc.__traceback__)
+        raise
+    finally:
+        trainer.end_training()
+
+
+def _train_and_save(trainer: Any, model_args: ModelArguments, training_args: Any, processor: Any) -> dict[str, Any]:
+    from gcl_hf.modeling.model import is_peft_model
+
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     resumed = getattr(trainer, "resumed_from", None)
     if resumed and "train_loss" in result.metrics:  # Trainer's train_loss covers the resumed steps only

@@ -19,11 +19,13 @@ What it adds to `Trainer` (paired with `GCLTrainingArguments`, as trl pairs its 
 Multi-process training (``torchrun`` / ``accelerate launch``) needs nothing special: the loss gathers the
 candidates from every process, and DDP's gradient averaging then gives the one-process gradient of the
 concatenated batch (see `gcl_hf.losses.gcl`). With gradient accumulation the negatives come from one micro-batch
-(gathered over processes); use the gradient cache for a larger contrastive batch.
+(gathered over processes); use the gradient cache for a larger contrastive batch. Call `GCLTrainer.end_training`
+last in such a script (``gcl-hf train`` does).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -342,6 +344,22 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ saving
+    # ------------------------------------------------------------------ teardown
+    def end_training(self) -> None:
+        """Free this trainer's DDP wrapper, then tear down the process group (accelerate's
+        `Accelerator.end_training`); the trainer cannot train afterwards.
+
+        Call it once, last, in a ``torchrun`` / ``accelerate launch`` script. The order matters: DDP's reducer holds
+        the gloo group, and a reducer freed after ``destroy_process_group`` destroys the group with the GIL held,
+        which can deadlock the process at exit (the group's worker thread waits for the GIL to free a tensor); a
+        group left alive can abort the process at interpreter shutdown instead.
+        """
+        self.accelerator.free_memory()
+        self.model_wrapped = self.model
+        gc.collect()  # the trainer's reference cycles keep the DDP module (and its reducer) alive otherwise
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.accelerator.end_training()
+
     def save_adapter(self, output_dir: str | os.PathLike | None = None) -> str:
         """Save the LoRA adapter plus the other trained weights and the GCL settings (`gcl_hf.hub.adapter.save_adapter`)
         to ``output_dir`` (default ``args.output_dir/adapter``), on the main process. Returns the directory."""
