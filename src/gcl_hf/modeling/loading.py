@@ -132,7 +132,7 @@ def find_processor(model: Any, *, processor: str | os.PathLike | None = None,
             tried.append(f"{name}: {_first_line(exc)}")
     detail = ("; tried " + "; ".join(tried)) if tried else " (the model has no name_or_path to look in)"
     raise ProcessorNotFoundError(
-        "GCLModel.encode needs a processor: pass encode(..., processor=AutoProcessor.from_pretrained(<base model>)) "
+        "the model needs a processor and none was found: pass processor=AutoProcessor.from_pretrained(<base model>) "
         "or attach one with `model.processor = processor` (save_pretrained then saves it beside the model)" + detail,
         tried)
 
