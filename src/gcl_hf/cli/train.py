@@ -232,7 +232,8 @@ def _load_eval_tasks(data_args: DataArguments) -> list[Any]:
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any) -> dict[str, Any]:
-    """Load data and model, train with `GCLTrainer`, save; returns the train metrics and the output paths.
+    """Load data and model, train with `GCLTrainer`, save; returns the train metrics and the output paths. The
+    trainer's `~GCLTrainer.end_training` runs last, on success or error (under several processes it ends the group).
 
     A local model directory is recorded by its absolute path (so an adapter trained from it loads from any
     directory); a model that is neither local nor reachable is one error naming it and the Hub cache."""

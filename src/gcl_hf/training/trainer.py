@@ -343,7 +343,6 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
             self._pair_sums[mode], self._pair_counts[mode] = {}, 0
         super().log(logs, start_time)
 
-    # ------------------------------------------------------------------ saving
     # ------------------------------------------------------------------ teardown
     def end_training(self) -> None:
         """Free this trainer's DDP wrapper, then tear down the process group (accelerate's
@@ -360,6 +359,7 @@ class GCLTrainer(RetrievalReportsMixin, CompleteCheckpointsMixin, Trainer):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             self.accelerator.end_training()
 
+    # ------------------------------------------------------------------ saving
     def save_adapter(self, output_dir: str | os.PathLike | None = None) -> str:
         """Save the LoRA adapter plus the other trained weights and the GCL settings (`gcl_hf.hub.adapter.save_adapter`)
         to ``output_dir`` (default ``args.output_dir/adapter``), on the main process. Returns the directory."""
