@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +45,7 @@ from common import (
 from gcl_hf.retrieval.search import bf16_supported, exact_topk
 from gcl_hf.retrieval.search.blas import (
     ENV_VAR,
+    cpu_info,
     matmul_into,
     numpy_blas_name,
     numpy_blas_threads,
@@ -71,24 +70,14 @@ class _Choices(logging.Handler):
 
 
 def cpu_features() -> dict:
-    """What decides the speed of each path: the CPU model, its SIMD / matrix flags, torch's dispatch level."""
-    flags: list[str] = []
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("Flags:"):
-                flags = line.split(":", 1)[1].split()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    """What decides the speed of each path: the CPU's SIMD / matrix flags, torch's dispatch level, the BLAS."""
+    flags = cpu_info()["flags"]
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
               "amx_int8")
     config = torch.__config__.show()
     torch_blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
                       "unknown")
-    return {"lscpu_model": model, "flags": [f for f in wanted if f in flags],
+    return {"flags": [f for f in wanted if f in flags],
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": bf16_supported(),
             "torch_blas": torch_blas, "numpy_blas": numpy_blas_name(), "search_blas": resolve_backend(),
             "search_blas_env": os.environ.get(ENV_VAR, "")}
@@ -320,7 +309,7 @@ def main() -> None:
     record["default_check"] = default_check
     med = {name: stats(t)["median"] for name, t in wall.items()}
     report(record, {
-        "cpu": f"{machine['lscpu_model']}; flags {' '.join(machine['flags'])}; torch capability "
+        "cpu": f"{machine['cpu']}; flags {' '.join(machine['flags'])}; torch capability "
                f"{machine['torch_cpu_capability']}; bf16 units {machine['bf16_units']}",
         "blas": f"torch {machine['torch_blas']}, numpy {machine['numpy_blas']}, faiss {machine['faiss_blas']}; "
                 f"search float32 tiles on {machine['search_blas']} ({ENV_VAR}={machine['search_blas_env'] or 'unset'})",

@@ -49,17 +49,6 @@ def set_threads(n: int = DEFAULT_THREADS) -> int:
     return torch.get_num_threads()
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _mem_total_gib() -> float | None:
     try:
         with open("/proc/meminfo", encoding="utf-8") as fh:
@@ -73,9 +62,11 @@ def _mem_total_gib() -> float | None:
 
 def machine_info() -> dict[str, Any]:
     """What produced a figure: CPU, cores, memory, torch and its threads, GPU if any, load average now."""
+    from gcl_hf.retrieval.search.blas import cpu_info
+
     info: dict[str, Any] = {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_info()["model"],
         "cpus": os.cpu_count(),
         "mem_gib": _mem_total_gib(),
         "python": platform.python_version(),

@@ -8,6 +8,7 @@ from gcl_hf.retrieval.search import blas
 from gcl_hf.retrieval.search.blas import (
     ENV_VAR,
     auto_backend,
+    cpu_info,
     cpu_vendor,
     matmul_into,
     numpy_blas_name,
@@ -28,6 +29,22 @@ def test_parse_backend(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "openblas")
     with pytest.raises(ValueError, match=rf"^{ENV_VAR} must be one of torch, numpy, auto; got 'openblas'$"):
         parse_backend(None)
+
+
+def test_cpu_info_reads_the_first_processor_once():
+    info = cpu_info()
+    assert info is cpu_info() and cpu_vendor() == info["vendor"]
+    assert isinstance(info["model"], str) and info["model"]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo: the platform fallback is used")
+    first = text.split("\n\n", 1)[0]
+    if "vendor_id" in first:
+        assert f"vendor_id\t: {info['vendor']}" in first
+    if "flags" in first:
+        assert info["flags"] and f"flags\t\t: {' '.join(info['flags'])}" in first
 
 
 def test_resolve_backend(monkeypatch):

@@ -99,17 +99,30 @@ def matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, backend: Ma
         torch.mm(a, b.T, out=out)
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor id (``"AuthenticAMD"``, ``"GenuineIntel"``, ...; ``""`` where it cannot be read)."""
+@functools.cache
+def cpu_info() -> dict[str, Any]:
+    """The first CPU's ``vendor`` id (``"AuthenticAMD"``, ``"GenuineIntel"``, ...; ``""`` where it cannot be read),
+    ``model`` name and ``flags``, from ``/proc/cpuinfo`` (read once), else from `platform`. The benches report
+    the same fields."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
     processor = platform.processor()  # e.g. Windows: "AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD"
-    return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in processor), "")
+    vendor = fields.get("vendor_id") or next((v for v in ("AuthenticAMD", "GenuineIntel") if v in processor), "")
+    return {"vendor": vendor, "model": fields.get("model name") or processor or platform.machine(),
+            "flags": fields.get("flags", "").split()}
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id (see `cpu_info`): what `auto_backend` decides by."""
+    return cpu_info()["vendor"]
 
 
 @functools.lru_cache(maxsize=1)
