@@ -84,6 +84,26 @@ def test_subpackages_import_only_lower_layers():
     assert not bad, "layering broken:\n" + "\n".join(bad)
 
 
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Every cycle a depth-first walk of ``graph`` meets, as ``"a -> b -> a"`` (sorted walk: stable messages)."""
+    cycles: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
 def test_no_cycle_between_subpackages():
     graph: dict[str, set[str]] = defaultdict(set)
     for module, imports in _imports().items():
@@ -91,19 +111,8 @@ def test_no_cycle_between_subpackages():
         for _, target, _ in imports:
             if package != target and (package, target) not in LAZY_EXCEPTIONS and "top" not in (package, target):
                 graph[package].add(target)
-    state: dict[str, int] = {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for nxt in graph[node]:
-            assert state.get(nxt) != 1, f"import cycle: {' -> '.join(path + [nxt])}"
-            if nxt not in state:
-                visit(nxt, path + [nxt])
-        state[node] = 2
-
-    for node in list(graph):
-        if node not in state:
-            visit(node, [node])
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
 def test_library_never_imports_the_cli():
@@ -203,19 +212,5 @@ def test_no_cycle_between_modules():
             if name != module and name in modules and _package(name) not in ("top", *SHIMS) \
                     and not module.startswith(name + "."):
                 graph[module].add(name)
-    cycles = []
-    state: dict[str, int] = {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
-            elif nxt not in state:
-                visit(nxt, path + [nxt])
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
+    cycles = _cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
